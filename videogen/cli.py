@@ -1,0 +1,277 @@
+"""`videogen` command line: parse, validate, call one library function per command.
+
+Each command has an `_add_<name>` (its parser) and a `_run_<name>` (one library call).
+Heavy imports live inside the runners so that `videogen --help` is instant. Mistakes a
+user can make raise `UsageError`; `main` prints them as one line and exits with 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+
+from videogen.errors import UsageError
+
+_FMT = argparse.RawDescriptionHelpFormatter
+
+
+def _doc(text: str) -> str:
+    return textwrap.dedent(text).strip("\n")
+
+
+# ----------------------------------------------------------------------------- generate
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="write a video from a text prompt, streamed frame by frame",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Generate a video from a prompt. Latent frames are denoised one at a time; each
+            finished frame is decoded and written at once, and memory does not grow with
+            the number of frames.
+
+            examples:
+              videogen generate "a red circle moving right" --frames 240 -o out.mp4
+              videogen generate "a blue square moving up" --model ./my-pipeline --steps 8
+              videogen generate "x" --prompt-schedule "0:a red circle moving right;120:a blue square moving left" -o two.mp4
+              videogen generate "a green circle standing still" -o still.gif
+            """
+        ),
+    )
+    p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving right'")
+    p.add_argument("--frames", type=int, default=240, help="number of video frames (default: 240)")
+    p.add_argument("-o", "--output", default="out.mp4", help="output .mp4 or .gif (default: out.mp4)")
+    p.add_argument("--model", default=None, help="pipeline directory (default: the embedded shapes model)")
+    p.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's; 1 disables)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video (default: 0)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second of the file (default: the model's)")
+    p.add_argument("--prompt-schedule", default=None, metavar="'F:PROMPT;F:PROMPT'",
+                   help="change the prompt at video frame F, e.g. '0:a red circle;120:a blue square'")
+    p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 (lossless) .. 51 (default: 18)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default: cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default: float32)")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> None:
+    from videogen.pipeline import generate_to_file
+
+    generate_to_file(
+        prompt=args.prompt, output=args.output, frames=args.frames, model=args.model,
+        steps=args.steps, guidance=args.guidance, seed=args.seed, fps=args.fps,
+        prompt_schedule=args.prompt_schedule, crf=args.crf, device=args.device, dtype=args.dtype,
+    )
+
+
+# --------------------------------------------------------------------------- init-model
+def _add_init_model(sub) -> None:
+    p = sub.add_parser(
+        "init-model",
+        help="write a randomly initialised pipeline directory from a config",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Write a complete pipeline directory (model_index.json, transformer/, vae/,
+            text_encoder/, tokenizer/, scheduler/) with random weights, built from a
+            training config. Useful for tests, benchmarks and as a training start.
+
+            example:
+              videogen init-model ./tiny --config configs/tiny.yaml
+            """
+        ),
+    )
+    p.add_argument("dir", help="directory to write")
+    p.add_argument("--config", default="configs/tiny.yaml", help="YAML config (default: configs/tiny.yaml)")
+    p.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. model.mixer=attention")
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+    p.set_defaults(func=_run_init_model)
+
+
+def _run_init_model(args) -> None:
+    from videogen.pipeline import init_pipeline
+
+    init_pipeline(args.dir, config=args.config, overrides=args.overrides, seed=args.seed)
+
+
+# --------------------------------------------------------------------------------- data
+def _add_data(sub) -> None:
+    p = sub.add_parser("data", help="make datasets (the synthetic shapes world)", formatter_class=_FMT)
+    dsub = p.add_subparsers(dest="data_command", metavar="KIND")
+    s = dsub.add_parser(
+        "shapes",
+        help="write the synthetic shapes video-text dataset",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Write the shapes world (see shapes_world.md): one coloured shape per clip on a
+            black background, moving or still, as H.264 MP4 files with metadata.csv and
+            spec.json. The same seed writes the same files. Held-out colour-shape pairs
+            (yellow triangle, blue circle, green square) are left out unless --holdout none.
+
+            example:
+              videogen data shapes --out data/shapes --num 2000 --frames 33 --size 64
+            """
+        ),
+    )
+    s.add_argument("--out", required=True, help="output directory")
+    s.add_argument("--num", type=int, required=True, help="number of clips")
+    s.add_argument("--frames", type=int, default=33, help="frames per clip, 1+4k (default: 33)")
+    s.add_argument("--size", type=int, default=64, help="canvas size in pixels (default: 64)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    s.add_argument("--holdout", choices=["default", "none"], default="default",
+                   help="leave out the held-out colour-shape pairs (default) or not (none)")
+    s.set_defaults(func=_run_data_shapes)
+    p.set_defaults(func=lambda a: p.print_help())
+
+
+def _run_data_shapes(args) -> None:
+    from videogen.synthetic import write_shapes_dataset
+
+    write_shapes_dataset(args.out, num=args.num, frames=args.frames, size=args.size,
+                         seed=args.seed, holdout=args.holdout)
+
+
+# -------------------------------------------------------------------------------- cache
+def _add_cache(sub) -> None:
+    p = sub.add_parser(
+        "cache",
+        help="precompute VAE latents and text embeddings for a training config",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Encode every clip of the config's dataset with the VAE and every caption with
+            the text encoder, into safetensors shards that `videogen train` uses when present.
+
+            example:
+              videogen cache configs/shapes.yaml
+            """
+        ),
+    )
+    p.add_argument("config", help="training YAML config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.set_defaults(func=_run_cache)
+
+
+def _run_cache(args) -> None:
+    from videogen.train import cache_dataset
+
+    cache_dataset(args.config, args.overrides)
+
+
+# -------------------------------------------------------------------------------- train
+def _add_train(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a PoM video DiT with accelerate (1 CPU to many GPUs)",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Train from a YAML config, with key=value overrides. Runs the same on one CPU
+            process or many GPUs: launch it with accelerate for more than one process.
+
+            examples:
+              videogen train configs/shapes.yaml
+              videogen train configs/shapes.yaml train.max_steps=2000 train.batch_size=4
+              videogen train configs/shapes.yaml --resume latest
+              accelerate launch --num_processes 8 -m videogen train configs/shapes.yaml
+            """
+        ),
+    )
+    p.add_argument("config", help="training YAML config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
+    p.add_argument("--resume", default=None, metavar="latest|DIR", help="resume from the latest checkpoint or a checkpoint directory")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> None:
+    from videogen.train import train
+
+    train(args.config, args.overrides, resume=args.resume)
+
+
+# --------------------------------------------------------------------------------- eval
+def _add_eval(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="score temporal consistency of videos (flicker, warping, drift, ...)",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Score videos (MP4, GIF or a directory of frames) for temporal consistency:
+            flicker, warping error, motion smoothness, dynamic degree, drift, SSIM/PSNR
+            between consecutive frames. With --shapes, also check a shapes-world video
+            against its prompt (colour, shape, direction, presence, drift).
+
+            examples:
+              videogen eval out.mp4 --plot out.png
+              videogen eval a.mp4 b.mp4 --compare --json report.json --plot curves.png
+              videogen eval videos/ --shapes --prompts prompts.txt --json shapes.json
+            """
+        ),
+    )
+    p.add_argument("videos", nargs="+", help="video files or frame directories")
+    p.add_argument("--prompt", default=None, help="the prompt of the video(s)")
+    p.add_argument("--prompts", default=None, help="file with one prompt per video (or 'name<TAB>prompt' lines)")
+    p.add_argument("--json", default=None, help="write the report here (default: print a table)")
+    p.add_argument("--plot", default=None, help="write per-frame curves as PNG here")
+    p.add_argument("--compare", action="store_true", help="one table and one plot for all videos")
+    p.add_argument("--shapes", action="store_true", help="score against shapes-world prompts")
+    p.add_argument("--clip", default=None, metavar="DIR", help="local CLIP model directory for a text-video score")
+    p.add_argument("--dino", default=None, metavar="DIR", help="local DINO model directory for subject consistency")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> None:
+    from videogen.evaluate import evaluate_cli
+
+    evaluate_cli(args)
+
+
+COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="videogen",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Streaming text-to-video with Polynomial Mixers: constant memory in video length.
+
+            quick start:
+              videogen generate "a red circle moving right" --frames 240 -o out.mp4
+              videogen eval out.mp4 --plot out.png
+              videogen data shapes --out data/shapes --num 2000
+              videogen train configs/shapes.yaml
+
+            Run `videogen COMMAND --help` for each command's options.
+            """
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        sys.exit(2)
+    try:
+        args.func(args)
+    except UsageError as err:
+        print(f"videogen {args.command}: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"videogen {args.command}: interrupted; no partial output was left", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
