@@ -1,0 +1,306 @@
+"""PoMVideoDiT: a DiT over causal-VAE latent frames, with PoM mixers, that streams.
+
+One network, two ways to run it:
+- parallel (training): `forward(latents (B,C,F,H,W), t (B,F), text (B,L,Dt), text_mask (B,L))`
+  with a block-causal self-mixer, one noise level per frame (diffusion forcing);
+- streaming (inference): `encode_text` once per prompt, `init_state`, then per latent frame
+  `step` (denoise with the past) and `commit` (fold the finished frame into the state).
+  The state is a fixed size per layer for PoM, so memory does not grow with length.
+Streaming frame by frame equals the parallel forward (tested to 1e-5 in float32).
+
+Block:  x += g1 * SelfMixer(mod1(LN x))   block-causal over frames
+        x += CrossMixer(LN x, text)        aggregate of the prompt, computed once
+        x += g2 * MixFFN(mod2(LN x))       depthwise 3x3 over the frame + causal tap on frame f-1
+
+Shapes: B batch, C latent channels, F frames, H/W latent height/width, T tokens per frame,
+L text length, Dt text width, D model width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+from torch import nn
+
+from videogen.pom import make_mixer
+
+
+# ------------------------------------------------------------------------------ helpers
+def sincos_2d(dim: int, h: int, w: int) -> torch.Tensor:
+    """Fixed 2D sin-cos position embedding, (h*w, dim), as in MAE/DiT."""
+    if dim % 4:
+        raise ValueError("model width must be divisible by 4 for the 2D sin-cos embedding")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
+                            indexing="ij")
+    out = [f(pos.reshape(-1, 1) * omega) for pos in (ys, xs) for f in (torch.sin, torch.cos)]
+    return torch.cat(out, dim=1).float()
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    """Noise level t in [0, 1] -> (..., D) through sinusoidal frequencies and an MLP."""
+
+    def __init__(self, dim: int, freq_dim: int = 256):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+        args = (t.float() * 1000)[..., None] * freqs
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class MixFFN(nn.Module):
+    """FFN with depthwise 3x3 convs over the frame's token grid and a causal tap on frame f-1.
+
+    PoM gives every token the same aggregate, so it has no sense of neighbours; the convs
+    give locality in space, the tap in time (design §4). The tap is zero-initialised.
+    Streaming keeps the last committed frame's hidden map (B, T, hidden): constant size.
+    """
+
+    def __init__(self, dim: int, mult: int = 4, *, conv: bool = True, temporal_tap: bool = True):
+        super().__init__()
+        hidden = dim * mult
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.conv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden) if conv else None
+        self.conv_prev = None
+        if conv and temporal_tap:
+            self.conv_prev = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden, bias=False)
+            nn.init.zeros_(self.conv_prev.weight)
+
+    def _mix(self, h: torch.Tensor, h_prev: Optional[torch.Tensor], grid: tuple) -> torch.Tensor:
+        """h, h_prev (M, T, hidden) -> (M, T, hidden): spatial conv + causal tap."""
+        if self.conv is None:
+            return h
+        gh, gw = grid
+        maps = rearrange(h, "m (y x) c -> m c y x", y=gh, x=gw)
+        y = self.conv(maps)
+        if self.conv_prev is not None and h_prev is not None:
+            y = y + self.conv_prev(rearrange(h_prev, "m (y x) c -> m c y x", y=gh, x=gw))
+        return rearrange(y, "m c y x -> m (y x) c")
+
+    def forward(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """Parallel over frames. x (B, F, T, D) -> (B, F, T, D)."""
+        B, Fr = x.shape[:2]
+        h = self.fc1(x)
+        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)  # frame 0 sees zeros
+        y = self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)
+        return self.fc2(F.gelu(y))
+
+    def step(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor]):
+        """One frame. x (B, T, D) -> (out (B, T, D), this frame's hidden map for the state)."""
+        h = self.fc1(x)
+        if h_prev is None:
+            h_prev = torch.zeros_like(h)
+        return self.fc2(F.gelu(self._mix(h, h_prev, grid))), h
+
+
+@dataclass
+class TextContext:
+    """Everything the network needs of a prompt, computed once: pooled embedding and the
+    per-layer cross-mixer aggregates. Swapping it at a frame boundary changes the prompt."""
+
+    pooled: torch.Tensor  # (B, D)
+    layers: list  # per block: PoM aggregate (B, C) or attention (k, v, mask)
+
+
+@dataclass
+class BlockState:
+    mixer: Any  # PoMState (constant size) or KVState (grows)
+    ffn_prev: Optional[torch.Tensor]  # last committed frame's MixFFN hidden map (B, T, hidden)
+
+
+class DiTBlock(nn.Module):
+    def __init__(self, dim: int, *, mixer: str, degree: int, expand: int, heads: int, decay: bool,
+                 ffn: str, temporal_tap: bool, ffn_mult: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.self_mixer = make_mixer(mixer, dim, degree=degree, expand=expand, heads=heads, decay=decay)
+        self.norm_cross = nn.LayerNorm(dim, eps=1e-6)
+        self.cross_mixer = make_mixer(mixer, dim, degree=degree, expand=expand, heads=heads, decay=False)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.ffn = MixFFN(dim, ffn_mult, conv=(ffn == "mix"), temporal_tap=temporal_tap)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple) -> torch.Tensor:
+        """Parallel. x (B, F, T, D), cond (B, F, D) -> (B, F, T, D)."""
+        B, Fr, T, D = x.shape
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).unsqueeze(2).chunk(6, dim=-1)
+        y = modulate(self.norm1(x), shift1, scale1).reshape(B, Fr * T, D)
+        x = x + gate1 * self.self_mixer.block_causal(y, Fr).view(B, Fr, T, D)
+        x = x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), _bcast(ctx)).view(B, Fr, T, D)
+        return x + gate2 * self.ffn(modulate(self.norm2(x), shift2, scale2), grid)
+
+    def step(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple, state: BlockState, commit: bool):
+        """One frame. x (B, T, D), cond (B, D) -> (x, new BlockState if commit else None)."""
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).unsqueeze(1).chunk(6, dim=-1)
+        y, mixer_state = self.self_mixer.step(modulate(self.norm1(x), shift1, scale1), state.mixer, commit)
+        x = x + gate1 * y
+        x = x + self.cross_mixer.read(self.norm_cross(x), _bcast(ctx))
+        y, h = self.ffn.step(modulate(self.norm2(x), shift2, scale2), grid, state.ffn_prev)
+        x = x + gate2 * y
+        return x, (BlockState(mixer=mixer_state, ffn_prev=h) if commit else None)
+
+
+def _bcast(ctx):
+    """A PoM aggregate (B, C) reads as (B, 1, C); attention contexts pass through."""
+    return ctx.unsqueeze(1) if isinstance(ctx, torch.Tensor) else ctx
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.linear = nn.Linear(dim, out_dim)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """x (..., T, D), cond (..., D)."""
+        shift, scale = self.adaln(cond).unsqueeze(-2).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# -------------------------------------------------------------------------------- model
+class PoMVideoDiT(ModelMixin, ConfigMixin):
+    """Text-to-video DiT over causal-VAE latents with block-causal PoM self-mixing.
+
+    No absolute frame index: order lives in the causal state, so any length works.
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 4,
+        out_channels: Optional[int] = None,
+        patch_size: int = 2,
+        dim: int = 128,
+        depth: int = 4,
+        degree: int = 2,
+        expand: int = 2,
+        heads: int = 4,
+        mixer: str = "pom",
+        decay: bool = True,
+        ffn: str = "mix",
+        temporal_tap: bool = True,
+        ffn_mult: int = 4,
+        text_dim: int = 64,
+    ):
+        super().__init__()
+        out_channels = out_channels or in_channels
+        p = patch_size
+        self.patch_embed = nn.Linear(in_channels * p * p, dim)
+        self.t_embed = TimestepEmbedder(dim)
+        self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.text_pool = nn.Linear(dim, dim)
+        self.blocks = nn.ModuleList(
+            DiTBlock(dim, mixer=mixer, degree=degree, expand=expand, heads=heads, decay=decay, ffn=ffn,
+                     temporal_tap=temporal_tap, ffn_mult=ffn_mult)
+            for _ in range(depth)
+        )
+        self.final = FinalLayer(dim, out_channels * p * p)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """DiT init: xavier linears, AdaLN-zero (every residual branch starts closed)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        for block in self.blocks:
+            nn.init.zeros_(block.adaln[-1].weight)
+            nn.init.zeros_(block.adaln[-1].bias)
+        nn.init.zeros_(self.final.adaln[-1].weight)
+        nn.init.zeros_(self.final.adaln[-1].bias)
+        nn.init.zeros_(self.final.linear.weight)
+        nn.init.zeros_(self.final.linear.bias)
+
+    # ----------------------------------------------------------------- patches & text
+    def _grid(self, h: int, w: int) -> tuple:
+        p = self.config.patch_size
+        if h % p or w % p:
+            raise ValueError(f"latent size {h}x{w} is not divisible by the patch size {p}")
+        return h // p, w // p
+
+    def _embed(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, C, F, H, W) -> tokens (B, F, T, D) with the 2D position embedding."""
+        p = self.config.patch_size
+        grid = self._grid(*latents.shape[-2:])
+        x = rearrange(latents, "b c f (y p) (x q) -> b f (y x) (p q c)", p=p, q=p)
+        pe = sincos_2d(self.config.dim, *grid).to(device=x.device, dtype=self.patch_embed.weight.dtype)
+        return self.patch_embed(x.to(self.patch_embed.weight.dtype)) + pe
+
+    def _unembed(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """(B, F, T, p*p*C) -> (B, C, F, H, W)."""
+        p = self.config.patch_size
+        return rearrange(x, "b f (y x) (p q c) -> b c f (y p) (x q)", y=grid[0], x=grid[1], p=p, q=p)
+
+    def encode_text(self, text: torch.Tensor, text_mask: Optional[torch.Tensor] = None) -> TextContext:
+        """Per-prompt work, done once: projected text, pooled embedding, cross aggregates.
+
+        text (B, L, Dt), text_mask (B, L) bool (None = all valid).
+        """
+        tokens = self.text_proj(text.to(self.patch_embed.weight.dtype))
+        if text_mask is None:
+            text_mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
+        m = text_mask.to(tokens.dtype).unsqueeze(-1)
+        pooled = self.text_pool((tokens * m).sum(1) / m.sum(1).clamp(min=1))
+        layers = [block.cross_mixer.context(tokens, text_mask) for block in self.blocks]
+        return TextContext(pooled=pooled, layers=layers)
+
+    # ----------------------------------------------------------------------- parallel
+    def forward(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
+                text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Velocity for every frame at once. latents (B, C, F, H, W), t (B, F) -> (B, C, F, H, W)."""
+        return self.forward_with_context(latents, t, self.encode_text(text, text_mask))
+
+    def forward_with_context(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext) -> torch.Tensor:
+        grid = self._grid(*latents.shape[-2:])
+        x = self._embed(latents)
+        cond = self.t_embed(t) + ctx.pooled.unsqueeze(1)  # (B, F, D)
+        for block, block_ctx in zip(self.blocks, ctx.layers):
+            x = block(x, cond, block_ctx, grid)
+        return self._unembed(self.final(x, cond), grid).to(latents.dtype)
+
+    # ---------------------------------------------------------------------- streaming
+    def init_state(self, batch_size: int, device=None, dtype=None) -> list:
+        """Empty per-layer states: nothing seen yet."""
+        device = device or self.device
+        dtype = dtype or self.dtype
+        return [BlockState(mixer=b.self_mixer.init_state(batch_size, device, dtype), ffn_prev=None)
+                for b in self.blocks]
+
+    def _frame(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list, commit: bool):
+        grid = self._grid(*latent.shape[-2:])
+        x = self._embed(latent.unsqueeze(2))[:, 0]  # (B, T, D)
+        cond = self.t_embed(t) + ctx.pooled  # (B, D)
+        new_state = []
+        for block, block_ctx, block_state in zip(self.blocks, ctx.layers, state):
+            x, s = block.step(x, cond, block_ctx, grid, block_state, commit)
+            new_state.append(s)
+        out = self._unembed(self.final(x, cond).unsqueeze(1), grid)[:, :, 0]
+        return out.to(latent.dtype), new_state
+
+    def step(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list) -> torch.Tensor:
+        """Velocity of the next frame given the committed past. latent (B, C, H, W), t (B,)."""
+        return self._frame(latent, t, ctx, state, commit=False)[0]
+
+    def commit(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list) -> list:
+        """Fold a finished frame (seen at noise level t) into the state; returns the new state."""
+        return self._frame(latent, t, ctx, state, commit=True)[1]

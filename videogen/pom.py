@@ -1,0 +1,236 @@
+"""The Polynomial Mixer (PoM, arXiv 2411.12663), and the attention baseline with the same API.
+
+PoM replaces attention with one explicit state: every context token x_j is lifted to
+polynomial features h(x_j) of width C = k*E*D, the features are averaged over the
+context, and each query reads the average through a sigmoid gate:
+
+    PoM(q, X) = W_o( sigmoid(W_s q) * mean_{j in ctx(q)} h(x_j) )
+
+Block-causal over frames (video), with a learned per-channel decay lambda in (0, 1]:
+
+    A_f = sum_{g<=f} lambda^(f-g) S_g      N_f = sum_{g<=f} lambda^(f-g) c_g      agg_f = A_f / N_f
+
+where S_g and c_g are frame g's feature sum and token count. Parallel form: an (F, F)
+lower-triangular weight per channel (F is small), never an N x N mask, so training is
+O(N). Streaming form: the state is (A, N), two (B, C) tensors per layer, whatever the
+video length. `step` mixes one frame with the state; `commit` folds a finished frame in.
+
+Shapes: B batch, F frames, T tokens per frame, N = F*T tokens, L text length,
+D width, C = degree * expand * D state width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass
+class PoMState:
+    """Streaming state of one block-causal PoM: decayed feature sums and token counts."""
+
+    sums: torch.Tensor  # (B, C)
+    counts: torch.Tensor  # (B, C); per channel because the decay is per channel
+
+
+@dataclass
+class KVState:
+    """Streaming state of the attention baseline: the KV cache (grows with length)."""
+
+    k: Optional[torch.Tensor]  # (B, heads, N_past, D/heads)
+    v: Optional[torch.Tensor]
+
+
+def _init_decay_rates(channels: int) -> torch.Tensor:
+    """Rates r with lambda = exp(-r): a quarter of the channels at exactly lambda = 1
+    (the paper's plain running mean), the rest with half-lives log-spaced over 1..64 frames."""
+    half_lives = torch.logspace(0, math.log10(64), channels)
+    rates = math.log(2) / half_lives
+    rates[::4] = 0.0
+    return rates
+
+
+class PoM(nn.Module):
+    """Polynomial Mixer of degree k and expansion E.
+
+    Self-mixing: `block_causal(x, frames)` (training) and `init_state/step` (streaming).
+    Cross-mixing (queries attend to another sequence, e.g. text): `context(x, mask)`
+    once per prompt, then `read(q, ctx)`; `forward(q, x, mask)` does both.
+    """
+
+    def __init__(self, dim: int, degree: int = 2, expand: int = 2, *, context_dim: Optional[int] = None,
+                 decay: bool = True):
+        super().__init__()
+        if degree < 1 or expand < 1:
+            raise ValueError("degree and expand must be >= 1")
+        self.dim, self.degree, self.expand = dim, degree, expand
+        self.state_dim = degree * expand * dim
+        self.po_proj = nn.Linear(context_dim or dim, self.state_dim)  # the k fused W_m
+        self.se_proj = nn.Linear(dim, self.state_dim)  # gate W_s
+        self.ag_proj = nn.Linear(self.state_dim, dim)  # output W_o
+        self.decay_rate = nn.Parameter(_init_decay_rates(self.state_dim)) if decay else None
+
+    # --------------------------------------------------------------------- building blocks
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """h(x) = concat(p_1..p_k), p_m = p_(m-1) * gelu(W_m x). (..., D) -> (..., C)."""
+        chunks = F.gelu(self.po_proj(x)).chunk(self.degree, dim=-1)
+        powers = [chunks[0]]
+        for chunk in chunks[1:]:
+            powers.append(powers[-1] * chunk)
+        return torch.cat(powers, dim=-1)
+
+    def read(self, q: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
+        """Gate the aggregate with the queries. q (B, N, D), agg broadcastable to (B, N, C)."""
+        return self.ag_proj(torch.sigmoid(self.se_proj(q)) * agg)
+
+    def decays(self) -> Optional[torch.Tensor]:
+        """lambda per channel, (C,), or None when decay is off (lambda = 1)."""
+        if self.decay_rate is None:
+            return None
+        return torch.exp(-self.decay_rate.clamp(min=0))
+
+    # ------------------------------------------------------------- full / padding masks
+    def context(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Masked mean of h over the context. x (B, L, Dx), mask (B, L) bool -> (B, C).
+
+        An all-empty context (e.g. a fully padded prompt) gives exactly 0, never NaN.
+        """
+        h = self.features(x)
+        if mask is None:
+            return h.mean(dim=1)
+        m = mask.to(h.dtype).unsqueeze(-1)
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+
+    def forward(self, q: torch.Tensor, x: Optional[torch.Tensor] = None,
+                mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Full (mask None) or key-padding PoM. q (B, N, D), x (B, L, Dx) -> (B, N, D)."""
+        agg = self.context(q if x is None else x, mask)
+        return self.read(q, agg.unsqueeze(1))
+
+    # ------------------------------------------------------------------ block-causal
+    def block_causal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        """Self-PoM where each frame sees its own and earlier frames, in O(N).
+
+        x (B, N, D) with N = frames * T, tokens frame-major -> (B, N, D).
+        """
+        B, N, _ = x.shape
+        T = N // frames
+        sums = self.features(x).view(B, frames, T, self.state_dim).sum(dim=2)  # (B, F, C)
+        if self.decay_rate is None:
+            agg = sums.cumsum(dim=1)
+            counts = T * torch.arange(1, frames + 1, device=x.device, dtype=x.dtype)
+            agg = agg / counts[None, :, None]
+        else:
+            weights = self._decay_weights(frames, x.dtype)  # (F, F, C)
+            agg = torch.einsum("fgc,bgc->bfc", weights, sums) / (T * weights.sum(dim=1))
+        q = x.view(B, frames, T, self.dim)
+        return self.read(q, agg.unsqueeze(2)).view(B, N, self.dim)
+
+    def _decay_weights(self, frames: int, dtype: torch.dtype) -> torch.Tensor:
+        """w[f, g, c] = lambda_c^(f-g) for g <= f, else 0. (F, F, C)."""
+        idx = torch.arange(frames, device=self.decay_rate.device)
+        lag = (idx[:, None] - idx[None, :]).to(dtype)
+        rate = self.decay_rate.clamp(min=0).to(dtype)
+        w = torch.exp(-lag.clamp(min=0)[..., None] * rate)
+        return w * (lag >= 0)[..., None].to(dtype)
+
+    # --------------------------------------------------------------------- streaming
+    def init_state(self, batch: int, device=None, dtype=None) -> PoMState:
+        zeros = torch.zeros(batch, self.state_dim, device=device, dtype=dtype)
+        return PoMState(sums=zeros, counts=zeros.clone())
+
+    def step(self, x: torch.Tensor, state: PoMState, commit: bool = False):
+        """Mix one frame's tokens with the past. x (B, T, D) -> (out (B, T, D), new state | None).
+
+        The frame's own sums join the decayed past exactly as in `block_causal`; with
+        `commit` the returned state has the frame folded in for the frames after it.
+        """
+        T = x.shape[1]
+        sums = self.features(x).sum(dim=1)  # (B, C)
+        lam = self.decays()
+        if lam is not None:
+            lam = lam.to(x.dtype)
+            past_sums, past_counts = lam * state.sums, lam * state.counts
+        else:
+            past_sums, past_counts = state.sums, state.counts
+        new = PoMState(sums=past_sums + sums, counts=past_counts + T)
+        out = self.read(x, (new.sums / new.counts).unsqueeze(1))
+        return out, (new if commit else None)
+
+
+class Attention(nn.Module):
+    """Multi-head SDPA attention with the PoM API: the baseline every benchmark compares against.
+
+    Same roles as `PoM`: `block_causal` (parallel, dense block-causal mask), `init_state/step`
+    (KV cache, which grows with the video), `context/read/forward` (cross-attention).
+    """
+
+    def __init__(self, dim: int, heads: int = 4, *, context_dim: Optional[int] = None):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} must be divisible by heads {heads}")
+        self.dim, self.heads = dim, heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(context_dim or dim, 2 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        return x.view(B, N, self.heads, self.dim // self.heads).transpose(1, 2)
+
+    def _merge(self, x: torch.Tensor) -> torch.Tensor:
+        B, _, N, _ = x.shape
+        return self.out(x.transpose(1, 2).reshape(B, N, self.dim))
+
+    def _kv(self, x: torch.Tensor):
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+    def context(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None):
+        k, v = self._kv(x)
+        if mask is None:
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+        return k, v, mask
+
+    def read(self, q: torch.Tensor, ctx) -> torch.Tensor:
+        k, v, mask = ctx
+        has_key = mask.any(dim=1)  # an all-empty context gives 0, as PoM does
+        allowed = (mask | ~has_key[:, None])[:, None, None, :]
+        out = F.scaled_dot_product_attention(self._split(self.q(q)), k, v, attn_mask=allowed)
+        return self._merge(out) * has_key[:, None, None].to(q.dtype)
+
+    def forward(self, q, x=None, mask=None):
+        return self.read(q, self.context(q if x is None else x, mask))
+
+    def block_causal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+        N = x.shape[1]
+        frame_of = torch.arange(N, device=x.device) // (N // frames)
+        mask = frame_of[:, None] >= frame_of[None, :]  # (N, N): the dense mask PoM avoids
+        k, v = self._kv(x)
+        out = F.scaled_dot_product_attention(self._split(self.q(x)), k, v, attn_mask=mask)
+        return self._merge(out)
+
+    def init_state(self, batch: int, device=None, dtype=None) -> KVState:
+        return KVState(k=None, v=None)
+
+    def step(self, x: torch.Tensor, state: KVState, commit: bool = False):
+        k, v = self._kv(x)
+        if state.k is not None:
+            k, v = torch.cat([state.k, k], dim=2), torch.cat([state.v, v], dim=2)
+        out = self._merge(F.scaled_dot_product_attention(self._split(self.q(x)), k, v))
+        return out, (KVState(k=k, v=v) if commit else None)
+
+
+def make_mixer(kind: str, dim: int, *, degree: int = 2, expand: int = 2, heads: int = 4,
+               context_dim: Optional[int] = None, decay: bool = True) -> nn.Module:
+    """`pom` or `attention`, with the same methods."""
+    if kind == "pom":
+        return PoM(dim, degree, expand, context_dim=context_dim, decay=decay)
+    if kind == "attention":
+        return Attention(dim, heads, context_dim=context_dim)
+    raise ValueError(f"unknown mixer '{kind}': use 'pom' or 'attention'")
