@@ -71,36 +71,47 @@ class SamplingConfig:
 
 @dataclass
 class DataConfig:
+    """Training data (see videogen/data.py). Paths are relative to the working directory."""
+
     manifest: Optional[str] = None  # metadata.csv, *.jsonl, or a dir with prompts.txt + videos.txt
     frames: int = 17  # pixel frames per clip, 1+4k
-    size: int = 64
+    size: int = 64  # clips are resized on their short side and centre-cropped to size x size
     fps: Optional[float] = None  # resample clips to this fps; None keeps the file's
-    cache_dir: Optional[str] = None
+    random_start: bool = True  # a random window of each longer clip (False: its first frames)
+    cache_dir: Optional[str] = None  # latents + text embeddings from `videogen cache`; used when present
     num_workers: int = 0
 
 
 @dataclass
 class TrainConfig:
+    """Training loop (see videogen/train.py). Steps are optimizer steps."""
+
     output_dir: str = "runs/default"
+    init_from: Optional[str] = None  # a pipeline directory to start from (else built from this config)
     seed: int = 0
-    batch_size: int = 4
+    batch_size: int = 4  # per process
     grad_accum: int = 1
     lr: float = 3e-4
     weight_decay: float = 0.01
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.99])
     warmup_steps: int = 100
     max_steps: int = 1000
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
+    stop_at_step: int = 0  # end this run early (with a checkpoint), schedule unchanged; 0 = run to max_steps
+    grad_clip: float = 1.0  # 0 disables clipping
+    ema_decay: float = 0.999  # 0 disables EMA (the pipeline then holds the raw weights)
     caption_dropout: float = 0.1
     mixed_precision: str = "no"  # no | fp16 | bf16
+    cpu: bool = False  # train on CPU even when a GPU is present
     checkpoint_every: int = 500
     keep_checkpoints: int = 3
     sample_every: int = 0  # 0 disables sample videos
     sample_prompt: str = "a red circle moving right"
+    sample_frames: int = 33
     log_every: int = 10
-    log_with: Optional[str] = None  # tensorboard | wandb | None
+    log_with: Optional[str] = None  # tensorboard | wandb | None; log.jsonl is always written
     t_logit_mean: float = 0.0
     t_logit_std: float = 1.0
+    t_shift: float = 1.0  # >1 spends more training on high noise levels
 
 
 @dataclass

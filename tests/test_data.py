@@ -1,0 +1,163 @@
+"""Datasets: the three manifest layouts, bad items skipped and counted, the latent cache."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from videogen.data import (LatentCacheDataset, LatentCacheWriter, VideoTextDataset, clip_to_tensor,
+                           collate_clips, read_manifest)
+from videogen.errors import UsageError
+from videogen.video_io import Mp4Writer
+
+
+def write_clip(path, frames=9, size=32, colour=(220, 40, 40), fps=8):
+    """A square sliding right; the frame index is readable from its position."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with Mp4Writer(str(path), fps=fps) as w:
+        for i in range(frames):
+            f = np.zeros((size, size + 8, 3), np.uint8)  # not square: exercises resize + crop
+            f[8:16, i:i + 8] = colour
+            w.write(f)
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    for name, frames in (("a", 9), ("b", 13), ("c", 9), ("short", 3)):
+        write_clip(str(root / "videos" / f"{name}.mp4"), frames=frames)
+    good = (root / "videos" / "a.mp4").read_bytes()
+    (root / "videos" / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + os.urandom(2000))
+    (root / "videos" / "truncated.mp4").write_bytes(good[: len(good) // 3])
+    return root
+
+
+def write_csv(root, rows, name="metadata.csv"):
+    import csv
+
+    with open(root / name, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["video", "caption"])
+        w.writerows(rows)
+    return str(root / name)
+
+
+GOOD = [("videos/a.mp4", "a red square moving right"), ("videos/b.mp4", "a red square"),
+        ("videos/c.mp4", "red square, moving right")]
+
+
+def test_item_shape_range_and_fixed_start(clips):
+    ds = VideoTextDataset(write_csv(clips, GOOD, "good.csv"), frames=9, size=32, random_start=False)
+    item = ds[1]
+    assert item["video"].shape == (3, 9, 32, 32) and item["video"].dtype == torch.float32
+    assert -1 <= item["video"].min() < -0.9 and 0.5 < item["video"].max() <= 1
+    assert item["caption"] == "a red square" and item["skipped"] == []
+    # fixed start: frame 0 has the square at the left (columns 4..11 after the 4-pixel crop)
+    red = item["video"][0, 0]  # channel R of frame 0
+    assert red[12, :4].mean() > 0.5 and red[12, 14:].mean() < -0.9
+
+
+def test_random_start_depends_on_seed_epoch_index_only(clips):
+    man = write_csv(clips, GOOD, "good.csv")
+    ds = VideoTextDataset(man, frames=9, size=32, seed=3)
+    starts = {ds._start(1, 13) for _ in range(3)}
+    assert len(starts) == 1  # same (seed, epoch, index): same start
+    other = {VideoTextDataset(man, frames=9, size=32, seed=s)._start(1, 13) for s in range(20)}
+    assert len(other) > 1 and other <= set(range(5))
+
+
+def test_bad_items_are_skipped_counted_and_replaced(clips, caplog):
+    rows = GOOD + [("videos/corrupt.mp4", "corrupt"), ("videos/truncated.mp4", "truncated"),
+                   ("videos/nope.mp4", "missing"), ("videos/c.mp4", "  "), ("videos/short.mp4", "short")]
+    ds = VideoTextDataset(write_csv(clips, rows, "mixed.csv"), frames=9, size=32)
+    # missing + empty caption are known up front
+    assert len(ds) == 6
+    items = [ds[i] for i in range(len(ds))]
+    captions = [it["caption"] for it in items]
+    assert set(captions) <= {c for _, c in GOOD}  # every item returned is a good one
+    assert all(it["video"].shape == (3, 9, 32, 32) for it in items)
+    counts = ds.report()["skipped"]
+    assert counts["missing"] == 1 and counts["empty_caption"] == 1 and counts["too_short"] == 1
+    assert counts["unreadable"] + counts["too_short"] == 3  # truncated: unreadable or short, by decoder
+    assert ds.report()["usable"] == 3
+    files = ds.report()["files"]
+    assert any(f.endswith("corrupt.mp4") for f in files["unreadable"])
+    assert any(f.endswith("short.mp4") for f in files["too_short"])
+    assert "3 of 8 clips usable" in ds.summary()
+    assert "nope.mp4" in caplog.text and "corrupt.mp4" in caplog.text
+    # the skips reported with the items (for workers) cover the ones found while reading
+    seen = {s[0] for it in items for s in it["skipped"]}
+    assert {os.path.basename(s) for s in seen} >= {"corrupt.mp4", "short.mp4"}
+
+
+def test_no_good_item_is_a_usage_error(clips):
+    man = write_csv(clips, [("videos/corrupt.mp4", "x"), ("videos/short.mp4", "y")], "bad.csv")
+    ds = VideoTextDataset(man, frames=9, size=32)
+    with pytest.raises(UsageError, match="no usable clip.*1 unreadable, 1 too_short"):
+        ds[0]
+    with pytest.raises(UsageError, match="no usable clip"):
+        VideoTextDataset(write_csv(clips, [("videos/nope.mp4", "x")], "bad2.csv"), frames=9, size=32)
+
+
+def test_three_manifest_layouts(clips):
+    csv_path = write_csv(clips, GOOD, "layout.csv")
+    with open(clips / "layout.jsonl", "w") as f:
+        for video, caption in GOOD:
+            f.write(json.dumps({"video": video, "caption": caption}) + "\n")
+        f.write("{not json\n")
+    cog = clips / "cog"
+    cog.mkdir(exist_ok=True)
+    (cog / "prompts.txt").write_text("".join(c + "\n" for _, c in GOOD))
+    (cog / "videos.txt").write_text("".join("../" + v + "\n" for v, _ in GOOD) + "\n")
+    for manifest in (csv_path, str(clips / "layout.jsonl"), str(cog)):
+        ds = VideoTextDataset(manifest, frames=9, size=32)
+        assert len(ds) == 3, manifest
+        assert [ds[i]["caption"] for i in range(3)] == [c for _, c in GOOD]
+    assert VideoTextDataset(str(clips / "layout.jsonl"), frames=9, size=32).report()["skipped"]["bad_entry"] == 1
+
+
+def test_manifest_errors_name_the_fix(clips, tmp_path):
+    with pytest.raises(UsageError, match="manifest '.*nowhere.csv' not found"):
+        read_manifest(str(tmp_path / "nowhere.csv"))
+    (tmp_path / "x.csv").write_text("path,text\na.mp4,hi\n")
+    with pytest.raises(UsageError, match="columns video,caption"):
+        read_manifest(str(tmp_path / "x.csv"))
+    (tmp_path / "prompts.txt").write_text("a\nb\n")
+    (tmp_path / "videos.txt").write_text("a.mp4\n")
+    with pytest.raises(UsageError, match="prompts.txt has 2 lines but videos.txt has 1"):
+        read_manifest(str(tmp_path))
+
+
+def test_clip_to_tensor_resizes_short_side_and_centre_crops():
+    frames = np.zeros((2, 40, 80, 3), np.uint8)
+    frames[:, :, 38:42] = 255  # a white vertical bar in the middle
+    x = clip_to_tensor(frames, 20)
+    assert x.shape == (3, 2, 20, 20)
+    assert x[:, :, :, 9:11].mean() > 0.5 and x[:, :, :, :5].max() == -1
+
+
+def test_collate_and_latent_cache_round_trip(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    lat, text = torch.randn(5, 4, 3, 8, 8, generator=g), torch.randn(5, 6, 16, generator=g)
+    mask = torch.arange(6)[None].expand(5, 6) < torch.tensor([[2], [3], [6], [1], [4]])
+    writer = LatentCacheWriter(str(tmp_path / "cache"), shard_size=2)
+    writer.add(lat[:3], text[:3], mask[:3], ["a", "b", "c"])
+    writer.add(lat[3:], text[3:], mask[3:], ["d", "e"])
+    writer.close(uncond_text=torch.zeros(6, 16), uncond_mask=torch.zeros(6, dtype=torch.bool),
+                 fingerprint={"data.size": 32})
+    assert sorted(os.listdir(tmp_path)) == ["cache"]  # the .partial dir was renamed
+    assert len([n for n in os.listdir(tmp_path / "cache") if n.startswith("shard-")]) == 3
+    ds = LatentCacheDataset(str(tmp_path / "cache"), fingerprint={"data.size": 32})
+    assert len(ds) == 5
+    batch = collate_clips([ds[i] for i in (4, 0)])
+    assert torch.equal(batch["latents"], lat[[4, 0]]) and torch.equal(batch["text"], text[[4, 0]])
+    assert torch.equal(batch["text_mask"], mask[[4, 0]]) and batch["caption"] == ["e", "a"]
+    assert ds.uncond()[0].shape == (6, 16)
+    with pytest.raises(UsageError, match="built with data.size=32.*has 64"):
+        LatentCacheDataset(str(tmp_path / "cache"), fingerprint={"data.size": 64})
+    with pytest.raises(UsageError, match="already exists"):
+        LatentCacheWriter(str(tmp_path / "cache"))
+    shutil.rmtree(tmp_path / "cache")

@@ -1,0 +1,238 @@
+"""VideoGenPipeline: T5 text encoder -> PoM video DiT (streaming) -> causal VAE -> frames.
+
+A diffusers `DiffusionPipeline`, so a model is a directory in the diffusers layout
+(`model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`)
+written by `save_pretrained` and read by `from_pretrained`, weights in safetensors.
+Calling the pipeline yields RGB frames as soon as each is final, so callers can stream.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import asdict
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
+from diffusers.utils import logging as diffusers_logging
+
+from videogen.config import Config, load_config
+from videogen.errors import UsageError
+from videogen.model import PoMVideoDiT
+from videogen.sampling import SamplerSettings, latent_index_for_frame, parse_prompt_schedule, stream_latents
+
+COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+class VideoGenPipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->transformer->vae"
+
+    def __init__(self, transformer: PoMVideoDiT, vae, text_encoder, tokenizer, scheduler,
+                 height: int = 64, width: int = 64, fps: int = 8, steps: int = 8, guidance: float = 3.0,
+                 context_noise: float = 0.05, max_text_length: int = 32):
+        super().__init__()
+        self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                              scheduler=scheduler)
+        self.register_to_config(height=height, width=width, fps=fps, steps=steps, guidance=guidance,
+                                context_noise=context_noise, max_text_length=max_text_length)
+
+    # ---------------------------------------------------------------------------- text
+    def encode(self, prompt: str, guided: bool):
+        """One TextContext for a prompt: its rows, then the empty prompt's rows when guided."""
+        from videogen.text import encode_prompts
+
+        prompts = [prompt, ""] if guided else [prompt]
+        emb, mask = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.config.max_text_length,
+                                   device=self.transformer.device)
+        with torch.no_grad():
+            return self.transformer.encode_text(emb.to(self.transformer.dtype), mask)
+
+    # -------------------------------------------------------------------------- frames
+    @torch.no_grad()
+    def __call__(self, prompt: str, num_frames: int = 240, *, steps: Optional[int] = None,
+                 guidance: Optional[float] = None, seed: int = 0, prompt_schedule: Optional[str] = None,
+                 height: Optional[int] = None, width: Optional[int] = None) -> Iterator[np.ndarray]:
+        """Yield `num_frames` RGB frames (H, W, 3) uint8, each as soon as it is decoded."""
+        from videogen.vae import StreamingDecoder, check_video_size, frames_to_uint8, latent_frames_for, vae_factors
+
+        if num_frames < 1:
+            raise UsageError(f"--frames must be at least 1, not {num_frames}")
+        height, width = height or self.config.height, width or self.config.width
+        check_video_size(self.vae, height, width, patch_size=self.transformer.config.patch_size)
+        settings = SamplerSettings(steps=steps or self.config.steps,
+                                   guidance=self.config.guidance if guidance is None else guidance,
+                                   context_noise=self.config.context_noise)
+        if settings.steps < 1:
+            raise UsageError(f"--steps must be at least 1, not {settings.steps}")
+        temporal, spatial = vae_factors(self.vae)
+        schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
+        guided = settings.guidance != 1.0
+        contexts = [(latent_index_for_frame(f, temporal), self.encode(p, guided)) for f, p in schedule]
+        latent_shape = (self.transformer.config.in_channels, height // spatial, width // spatial)
+        latents = stream_latents(self.transformer, contexts, latent_frames_for(num_frames, temporal), latent_shape,
+                                 settings, self.scheduler, torch.Generator().manual_seed(seed))
+        decoder = StreamingDecoder(self.vae)
+        emitted = 0
+        for latent in latents:
+            pixels = decoder.push(latent.to(self.vae.dtype))
+            for frame in frames_to_uint8(pixels)[0]:
+                if emitted < num_frames:
+                    emitted += 1
+                    yield frame
+
+
+# ------------------------------------------------------------------------- components
+def shapes_corpus() -> list:
+    """Every caption form of the shapes world: the tokenizer vocabulary of a fresh pipeline."""
+    from videogen.synthetic import CAPTION_FORMS, COLOURS, MOTIONS, SHAPES
+
+    return [form.format(colour=c, shape=s, motion=m)
+            for c in COLOURS for s in SHAPES for m in MOTIONS for form in CAPTION_FORMS]
+
+
+def build_components(cfg: Config, seed: int = 0) -> dict:
+    """Random (or, where a config names a local directory, pretrained) pipeline parts."""
+    from videogen.text import build_text_encoder, build_tokenizer, load_text_components
+    from videogen.vae import build_vae
+
+    torch.manual_seed(seed)
+    if cfg.text.pretrained:
+        tokenizer, text_encoder = load_text_components(cfg.text.pretrained)
+    else:
+        tokenizer = build_tokenizer(shapes_corpus())
+        text_encoder = build_text_encoder(cfg.text, vocab_size=len(tokenizer))
+    vae = build_vae(cfg.vae)
+    transformer = PoMVideoDiT(in_channels=vae.config.z_dim, text_dim=text_encoder.config.d_model,
+                              **asdict(cfg.model))
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=cfg.sampling.shift)
+    return dict(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                scheduler=scheduler)
+
+
+def pipeline_from_components(cfg: Config, components: dict) -> VideoGenPipeline:
+    s = cfg.sampling
+    return VideoGenPipeline(**components, height=cfg.data.size, width=cfg.data.size, fps=s.fps, steps=s.steps,
+                            guidance=s.guidance, context_noise=s.context_noise, max_text_length=cfg.text.max_length)
+
+
+def save_pipeline(pipe: VideoGenPipeline, directory: str) -> None:
+    """save_pretrained into a temporary sibling directory, then rename into place."""
+    directory = os.path.abspath(directory)
+    parent = os.path.dirname(directory)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.exists(directory) and not os.path.isfile(os.path.join(directory, "model_index.json")):
+        if os.listdir(directory):
+            raise UsageError(f"'{directory}' exists and is not a pipeline directory; choose a new path")
+    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
+    try:
+        pipe.save_pretrained(tmp, safe_serialization=True)
+        if os.path.exists(directory):
+            old = directory + ".old"
+            os.replace(directory, old)
+            os.replace(tmp, directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, directory)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def init_pipeline(directory: str, *, config: str, overrides: Optional[list] = None, seed: int = 0) -> None:
+    """`videogen init-model`: write a randomly initialised pipeline built from a config."""
+    cfg = load_config(config, overrides)
+    save_pipeline(pipeline_from_components(cfg, build_components(cfg, seed)), directory)
+    print(f"wrote a randomly initialised pipeline to {directory}")
+
+
+# ------------------------------------------------------------------------------ loading
+def resolve_device_dtype(device: str, dtype: str):
+    if dtype not in DTYPES:
+        raise UsageError(f"unknown --dtype '{dtype}': use float32, bfloat16 or float16")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"unknown --device '{device}': use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device} asked for, but no CUDA GPU is available; use --device cpu")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError("--device mps asked for, but MPS is not available; use --device cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported --device '{device}': use cpu, cuda, cuda:N or mps")
+    return dev, DTYPES[dtype]
+
+
+def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str = "float32") -> VideoGenPipeline:
+    """Load a pipeline directory (default: the embedded shapes model), checking it first."""
+    dev, torch_dtype = resolve_device_dtype(device, dtype)
+    if model is None:
+        model = DEFAULT_MODEL_DIR
+        if not os.path.isfile(os.path.join(model, "model_index.json")):
+            raise UsageError("this install has no embedded default model; pass --model DIR "
+                             "(make one with `videogen init-model DIR` or `videogen train`)")
+    if not os.path.isdir(model):
+        raise UsageError(f"model directory '{model}' not found; pass a pipeline directory "
+                         "(make one with `videogen init-model DIR`)")
+    missing = [c for c in ("model_index.json",) + COMPONENTS if not os.path.exists(os.path.join(model, c))]
+    if missing:
+        raise UsageError(f"model directory '{model}' is incomplete (missing {', '.join(missing)}); "
+                         "re-save it with `videogen init-model` or `videogen train`")
+    try:  # load as saved (float32) and cast after: the dtype keyword differs across diffusers versions
+        pipe = VideoGenPipeline.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"cannot load model directory '{model}': {str(err).splitlines()[0]}") from None
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.to(dev, torch_dtype)
+    pipe.text_encoder.to(dev, torch_dtype)
+    pipe.vae.to(dev)  # the VAE stays float32: it is small and its decode is precision-sensitive
+    return pipe
+
+
+def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,
+                     steps: Optional[int] = None, guidance: Optional[float] = None, seed: int = 0,
+                     fps: Optional[int] = None, prompt_schedule: Optional[str] = None, crf: int = 18,
+                     device: str = "cpu", dtype: str = "float32", progress: bool = True) -> str:
+    """`videogen generate`: stream frames from the pipeline into an MP4 or GIF.
+
+    The file appears at `output` only when complete (temporary name, then rename).
+    """
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    from videogen.video_io import open_writer
+
+    diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()  # load-time notices are not for a CLI user
+
+    if not prompt or not prompt.strip():
+        if not prompt_schedule:
+            raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
+        prompt = parse_prompt_schedule(prompt_schedule)[0][1]
+    if frames < 1:
+        raise UsageError(f"--frames must be at least 1, not {frames}")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be at least 1, not {steps}")
+    if guidance is not None and guidance < 0:
+        raise UsageError(f"--guidance must be >= 0, not {guidance}")
+    if not 0 <= crf <= 51:
+        raise UsageError(f"--crf must be in 0..51, not {crf}")
+    if fps is not None and fps < 1:
+        raise UsageError(f"--fps must be at least 1, not {fps}")
+    if prompt_schedule:
+        parse_prompt_schedule(prompt_schedule)
+    resolve_device_dtype(device, dtype)
+    with open_writer(output, fps=fps or 8, crf=crf) as writer:
+        pipe = load_pipeline(model, device, dtype)
+        writer.fps = fps or pipe.config.fps
+        frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, seed=seed,
+                           prompt_schedule=prompt_schedule)
+        bar = tqdm(frames_iter, total=frames, unit="frame", desc="generating", disable=not progress)
+        for frame in bar:
+            writer.write(frame)
+    return output

@@ -1,0 +1,203 @@
+"""The causal video VAE (diffusers AutoencoderKLWan): encode, decode, stream-decode.
+
+A clip of 1 + 4k pixel frames maps to 1 + k latent frames: the first frame alone, then
+each group of `temporal` frames. Latents leave this module normalised,
+(z - latents_mean) / latents_std from the VAE config, and come back the same way.
+
+`StreamingDecoder` turns one latent frame at a time into pixels with the decoder's
+causal-conv feature cache, giving the same pixels as a full decode while holding only
+a constant-size cache, so memory does not grow with the video length.
+
+Shapes: B batch, F pixel frames, F' latent frames, z latent channels,
+H x W pixels, h x w latent pixels (H / spatial, W / spatial).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+
+from videogen.config import VAEConfig
+from videogen.errors import UsageError
+
+WAN_ENCODER_CHUNK = 4  # AutoencoderKLWan._encode reads frames 1, then 4 at a time
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_vae(cfg: VAEConfig) -> AutoencoderKLWan:
+    """The VAE from the local directory cfg.pretrained, or a random one from cfg's sizes."""
+    if cfg.pretrained:
+        vae = _load_pretrained(cfg.pretrained)
+    else:
+        _check_vae_config(cfg)
+        vae = AutoencoderKLWan(
+            base_dim=cfg.base_dim, z_dim=cfg.z_dim, dim_mult=list(cfg.dim_mult),
+            num_res_blocks=cfg.num_res_blocks, temperal_downsample=list(cfg.temperal_downsample),
+            # An untrained VAE has no latent statistics yet: identity normalisation.
+            latents_mean=[0.0] * cfg.z_dim, latents_std=[1.0] * cfg.z_dim,
+            scale_factor_temporal=2 ** sum(cfg.temperal_downsample),
+            scale_factor_spatial=2 ** (len(cfg.dim_mult) - 1))
+    return vae.eval()
+
+
+def _check_vae_config(cfg: VAEConfig) -> None:
+    stages = len(cfg.dim_mult) - 1
+    if len(cfg.temperal_downsample) != stages:
+        raise UsageError(f"vae.temperal_downsample needs {stages} entries (one per downsampling "
+                         f"stage of vae.dim_mult={list(cfg.dim_mult)}), not {len(cfg.temperal_downsample)}")
+    if 2 ** sum(cfg.temperal_downsample) != WAN_ENCODER_CHUNK:
+        raise UsageError("vae.temperal_downsample must hold exactly two True entries: the Wan "
+                         "encoder reads frames 4 at a time, so it needs 4x temporal compression")
+
+
+def _load_pretrained(path: str) -> AutoencoderKLWan:
+    if not os.path.isdir(path):
+        raise UsageError(f"VAE directory '{path}' not found; set vae.pretrained to a local "
+                         "directory holding config.json and the weights")
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        hint = (f"; did you mean '{os.path.join(path, 'vae')}'?"
+                if os.path.isfile(os.path.join(path, "vae", "config.json")) else "")
+        raise UsageError(f"VAE directory '{path}' has no config.json{hint}")
+    return AutoencoderKLWan.from_pretrained(path, local_files_only=True)
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def vae_factors(vae: AutoencoderKLWan) -> tuple:
+    """(temporal, spatial) compression, from the architecture rather than config hints."""
+    config = vae.config
+    temporal = 2 ** sum(config.temperal_downsample[: len(config.dim_mult) - 1])
+    spatial = 2 ** (len(config.dim_mult) - 1) * (config.patch_size or 1)
+    return temporal, spatial
+
+
+def latent_frames_for(num_frames: int, temporal: int) -> int:
+    """Latent frames needed to decode at least num_frames pixel frames."""
+    if num_frames < 1:
+        raise UsageError(f"the number of frames must be at least 1, not {num_frames}")
+    return math.ceil((num_frames - 1) / temporal) + 1
+
+
+def pixel_frames_for(latent_frames: int, temporal: int) -> int:
+    """Pixel frames that latent_frames decode to: the first alone, then `temporal` each."""
+    return 1 + temporal * (latent_frames - 1)
+
+
+def _nearest_multiples(size: int, multiple: int) -> list:
+    below = size // multiple * multiple
+    return [s for s in (below, below + multiple) if s > 0]
+
+
+def check_video_size(vae: AutoencoderKLWan, height: int, width: int,
+                     patch_size: Optional[int] = None) -> None:
+    """Raise UsageError unless H and W divide by the VAE's spatial factor x patch_size.
+
+    diffusers would silently crop or pad such sizes; we never resize behind the
+    user's back, so the message names the nearest sizes that work.
+    """
+    _, spatial = vae_factors(vae)
+    multiple = spatial * (patch_size or 1)
+    if height % multiple == 0 and width % multiple == 0:
+        return
+    heights, widths = _nearest_multiples(height, multiple), _nearest_multiples(width, multiple)
+    options = " or ".join(f"{h}x{w}" for h, w in zip(heights, widths)) if len(heights) == len(widths) \
+        else f"height in {heights}, width in {widths}"
+    why = f"VAE factor {spatial}" + (f" x patch size {patch_size}" if patch_size else "")
+    raise UsageError(f"video size {height}x{width} (HxW) must be a multiple of {multiple} "
+                     f"({why}); use {options}")
+
+
+def _check_frame_count(num_frames: int, temporal: int) -> None:
+    if (num_frames - 1) % temporal:
+        below = 1 + (num_frames - 1) // temporal * temporal
+        raise UsageError(f"a clip to encode needs 1+{temporal}k frames, not {num_frames}; "
+                         f"use {below} or {below + temporal}")
+
+
+# --------------------------------------------------------------------------- encode / decode
+
+
+def _latent_stats(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple:
+    """latents_mean, latents_std as (1, z, 1, 1, 1) tensors on like's device and dtype."""
+    def as_tensor(values):
+        return torch.tensor(values, device=like.device, dtype=like.dtype).view(1, -1, 1, 1, 1)
+
+    return as_tensor(vae.config.latents_mean), as_tensor(vae.config.latents_std)
+
+
+def _unnormalise(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    mean, std = _latent_stats(vae, latents)
+    return latents * std + mean
+
+
+@torch.no_grad()
+def encode_video(vae: AutoencoderKLWan, video: torch.Tensor, *, sample: bool = False,
+                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """video (B, 3, F, H, W) in [-1, 1], F = 1+4k -> normalised latents (B, z, F', h, w).
+
+    Uses the posterior mean unless sample=True. The VAE is frozen, so no gradients.
+    """
+    temporal, _ = vae_factors(vae)
+    _check_frame_count(video.shape[2], temporal)
+    check_video_size(vae, video.shape[3], video.shape[4])
+    video = video.to(device=vae.device, dtype=vae.dtype)
+    posterior = vae.encode(video).latent_dist
+    latents = posterior.sample(generator=generator) if sample else posterior.mode()
+    mean, std = _latent_stats(vae, latents)
+    return (latents - mean) / std
+
+
+@torch.no_grad()
+def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents (B, z, F', h, w) -> video (B, 3, 1 + temporal(F'-1), H, W) in [-1, 1]."""
+    latents = latents.to(device=vae.device, dtype=vae.dtype)
+    return vae.decode(_unnormalise(vae, latents)).sample
+
+
+class StreamingDecoder:
+    """Decode one latent frame at a time, carrying the decoder's causal-conv cache.
+
+    This is `AutoencoderKLWan._decode` unrolled: its per-frame loop body, with the
+    cache kept here between calls instead of inside the VAE. Each causal conv caches
+    its last two input frames, so the state has a fixed size whatever the length.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan):
+        self.vae = vae
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all frames; the next push is a first frame again."""
+        self._cache = [None] * self.vae._cached_conv_counts["decoder"]
+        self.frames_pushed = 0
+
+    @torch.no_grad()
+    def push(self, latent_frame: torch.Tensor) -> torch.Tensor:
+        """Normalised latent_frame (B, z, h, w) -> pixels (B, 3, n, H, W) in [-1, 1].
+
+        n is 1 for the first frame after construction or reset, then `temporal`.
+        """
+        vae = self.vae
+        z = latent_frame.to(device=vae.device, dtype=vae.dtype)[:, :, None]
+        x = vae.post_quant_conv(_unnormalise(vae, z))
+        out = vae.decoder(x, feat_cache=self._cache, feat_idx=[0],
+                          first_chunk=self.frames_pushed == 0)
+        if vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=vae.config.patch_size)
+        self.frames_pushed += 1
+        return torch.clamp(out, min=-1.0, max=1.0)
+
+
+def frames_to_uint8(video: torch.Tensor) -> np.ndarray:
+    """video (B, 3, F, H, W) in [-1, 1] -> (B, F, H, W, 3) uint8 numpy."""
+    pixels = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return pixels.permute(0, 2, 3, 4, 1).cpu().numpy()
