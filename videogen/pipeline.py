@@ -187,8 +187,8 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
     except (OSError, ValueError, KeyError) as err:
         raise UsageError(f"cannot load model directory '{model}': {str(err).splitlines()[0]}") from None
     pipe.set_progress_bar_config(disable=True)
-    pipe.transformer.to(dev, torch_dtype)
-    pipe.text_encoder.to(dev, torch_dtype)
+    for part in (pipe.transformer, pipe.text_encoder):
+        part.to(dev) if torch_dtype == torch.float32 else part.to(dev, torch_dtype)
     pipe.vae.to(dev)  # the VAE stays float32: it is small and its decode is precision-sensitive
     return pipe
 

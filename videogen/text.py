@@ -30,13 +30,10 @@ logger = logging.getLogger("videogen")
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2, as in every T5 vocabulary
 # Characters always in the vocabulary, so unseen words split into pieces, not <unk>.
 ALPHABET = string.ascii_letters + string.digits + string.punctuation
+MIN_VOCAB = 128  # specials, "▁", the alphabet, and room for whole words
 
 
 # --------------------------------------------------------------------------- building
-
-
-def _word_counts(corpus: list) -> collections.Counter:
-    return collections.Counter("▁" + word for text in corpus for word in text.split())
 
 
 def _subword_pieces(corpus: list, vocab_size: int) -> list:
@@ -69,7 +66,7 @@ def _unigram_vocab(corpus: list, vocab_size: int) -> list:
     join the trained pieces, and the trained pieces' scores are shifted below every
     word's so that a known word is always one token.
     """
-    counts = _word_counts(corpus)
+    counts = collections.Counter("▁" + word for text in corpus for word in text.split())
     words = [w for w, _ in counts.most_common((vocab_size - 3) // 2)]
     total = sum(counts.values())
     word_scores = {w: math.log(counts[w] / total) for w in words}
@@ -86,12 +83,16 @@ def _unigram_vocab(corpus: list, vocab_size: int) -> list:
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 256) -> T5TokenizerFast:
     """A T5 tokenizer (Unigram + Metaspace, <pad>=0 </s>=1 <unk>=2) trained on `corpus`.
 
-    It appends </s> to every text (so "" encodes to [</s>]) and has no <extra_id_*>
-    sentinels, which only matter for T5's span-corruption pre-training.
+    It has at most vocab_size pieces, appends </s> to every text (so "" encodes to
+    [</s>]) and has no <extra_id_*> sentinels, which only matter for T5's
+    span-corruption pre-training.
     """
-    corpus = [text for text in corpus]
+    corpus = list(corpus)
     if not corpus:
         raise ValueError("build_tokenizer needs at least one caption")
+    if vocab_size < MIN_VOCAB:
+        raise ValueError(f"vocab_size must be at least {MIN_VOCAB}: the alphabet alone "
+                         f"takes {len(ALPHABET) + 4} pieces")
     vocab = _unigram_vocab(corpus, vocab_size)
     backend = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
     backend.pre_tokenizer = _t5_pre_tokenizer()

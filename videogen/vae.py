@@ -109,8 +109,10 @@ def check_video_size(vae: AutoencoderKLWan, height: int, width: int,
     if height % multiple == 0 and width % multiple == 0:
         return
     heights, widths = _nearest_multiples(height, multiple), _nearest_multiples(width, multiple)
-    options = " or ".join(f"{h}x{w}" for h, w in zip(heights, widths)) if len(heights) == len(widths) \
-        else f"height in {heights}, width in {widths}"
+    if len(heights) == len(widths):
+        options = " or ".join(f"{h}x{w}" for h, w in zip(heights, widths))
+    else:  # one side is below the multiple: only rounding up works for it
+        options = f"a height in {heights} and a width in {widths}"
     why = f"VAE factor {spatial}" + (f" x patch size {patch_size}" if patch_size else "")
     raise UsageError(f"video size {height}x{width} (HxW) must be a multiple of {multiple} "
                      f"({why}); use {options}")

@@ -63,14 +63,16 @@ def read_video(
     """
     if fps is not None and fps <= 0:
         raise UsageError(f"fps must be positive, not {fps}")
+    if num_frames is not None and num_frames < 1:
+        raise UsageError(f"num_frames must be at least 1, not {num_frames}")
     kind = _source_kind(path)
     if kind == "dir":
-        frames = _read_frame_dir(path, fps)
+        frames = _read_frame_dir(path, fps, num_frames)
     elif kind == "gif":
         frames = _read_gif(path, fps)
     else:
         frames = _read_with_backend(path, fps, num_frames, backend)
-    return frames[:num_frames] if num_frames is not None else frames
+    return frames[:num_frames]  # [:None] keeps all
 
 
 def video_info(path: str, *, backend: str = "auto") -> tuple:
@@ -258,11 +260,11 @@ def _read_image(file: str, video_path: str) -> np.ndarray:
     return _guard(video_path, load)
 
 
-def _read_frame_dir(path: str, fps) -> np.ndarray:
+def _read_frame_dir(path: str, fps, num_frames) -> np.ndarray:
     if fps is not None:
         _warn_once("dir-fps", f"frame directory '{path}' has no timing; fps={fps} is "
                    "ignored and every frame is used")
-    frames = [_read_image(f, path) for f in _frame_files(path)]
+    frames = [_read_image(f, path) for f in _frame_files(path)[:num_frames]]
     if len({f.shape for f in frames}) > 1:
         raise VideoReadError(f"cannot read video '{path}': its frames differ in size")
     return np.stack(frames)

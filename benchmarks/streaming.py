@@ -1,0 +1,153 @@
+"""Streaming generation at constant memory: PoM vs the attention KV-cache baseline.
+
+The same small pipeline (configs/tiny.yaml at 64x64), once with `model.mixer=pom` and once
+with `model.mixer=attention`, generates 16, 64, 240 and 960 frames into an MP4. Each
+(mixer, length) runs in its own process so its peak RSS is its own; the runs interleave
+PoM and attention at each length so both see the same machine load.
+
+    python benchmarks/streaming.py     # writes results/streaming.{json,png}
+
+Bars (issue 4): PoM peak RSS at 960 frames / at 64 frames <= 1.05; PoM per-frame time,
+last tenth / first tenth of the frames <= 1.15.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+OVERRIDES = ["data.size=64", "sampling.steps=4", "sampling.guidance=3.0"]
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def window_per_frame(stamps: list, lo: int, hi: int) -> float:
+    """Seconds per frame between frame lo and frame hi (timestamps at each yield)."""
+    return (stamps[hi] - stamps[lo]) / (hi - lo)
+
+
+def worker(model_dir: str, frames: int) -> dict:
+    from videogen.pipeline import load_pipeline
+    from videogen.video_io import open_writer
+
+    start = time.perf_counter()
+    pipe = load_pipeline(model_dir)
+    loaded = time.perf_counter()
+    stamps, rss = [], []
+    with tempfile.TemporaryDirectory() as tmp, open_writer(os.path.join(tmp, "out.mp4"), fps=8) as writer:
+        for frame in pipe("a red circle moving right", frames, seed=0):
+            writer.write(frame)
+            stamps.append(time.perf_counter())
+            rss.append(rss_mb())
+    end = time.perf_counter()
+    # windows of a tenth of the frames (at least 8: the VAE emits 4 frames per latent)
+    w = max(frames // 10, 8)
+    first = window_per_frame(stamps, 1, min(1 + w, frames - 1)) if frames > 2 else None
+    last = window_per_frame(stamps, frames - 1 - w, frames - 1) if frames > w + 2 else None
+    return {"frames": frames, "total_s": end - start, "load_s": loaded - start, "generate_s": end - loaded,
+            "per_frame_first_tenth_s": first, "per_frame_last_tenth_s": last,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_after_first_tenth_mb": rss[min(w, frames - 1)], "rss_end_mb": rss[-1],
+            "rss_curve_mb": rss[:: max(1, frames // 48)]}
+
+
+def make_models(tmp: str) -> dict:
+    from videogen.pipeline import init_pipeline
+
+    dirs = {}
+    for mixer in ("pom", "attention"):
+        dirs[mixer] = os.path.join(tmp, mixer)
+        init_pipeline(dirs[mixer], config=os.path.join(REPO, "configs", "tiny.yaml"),
+                      overrides=OVERRIDES + [f"model.mixer={mixer}"], seed=0)
+    return dirs
+
+
+def plot(rows: list, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for mixer, style in (("pom", "o-"), ("attention", "s--")):
+        sel = [r for r in rows if r["mixer"] == mixer]
+        n = [r["frames"] for r in sel]
+        axes[0].plot(n, [r["peak_rss_mb"] for r in sel], style, label=mixer)
+        axes[1].plot(n, [1000 * r["generate_s"] / r["frames"] for r in sel], style, label=mixer)
+        longest = sel[-1]
+        xs = [i * max(1, longest["frames"] // 48) for i in range(len(longest["rss_curve_mb"]))]
+        axes[2].plot(xs, longest["rss_curve_mb"], style[:-1] + "-", label=f"{mixer}, {longest['frames']} frames")
+    axes[0].set(xscale="log", xlabel="frames", ylabel="peak RSS (MB)", title="peak memory vs length")
+    axes[1].set(xscale="log", xlabel="frames", ylabel="ms per frame (mean)", title="time per frame vs length")
+    axes[2].set(xlabel="frame", ylabel="RSS (MB)", title="memory while generating")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "FRAMES"), help=argparse.SUPPRESS)
+    parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 240, 960])
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
+        return
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        models = make_models(tmp)
+        for frames in args.frames:
+            for mixer in ("pom", "attention"):
+                out = subprocess.run([sys.executable, __file__, "--worker", models[mixer], str(frames)],
+                                     check=True, capture_output=True, text=True)
+                row = {"mixer": mixer, **json.loads(out.stdout.strip().splitlines()[-1])}
+                rows.append(row)
+                print(f"{mixer:9s} {frames:5d} frames  {row['total_s']:7.1f}s  peak {row['peak_rss_mb']:.0f} MB  "
+                      f"first/last tenth {row['per_frame_first_tenth_s']}/{row['per_frame_last_tenth_s']}", flush=True)
+    by = {(r["mixer"], r["frames"]): r for r in rows}
+
+    def ratios(mixer):
+        lo, hi = by.get((mixer, 64)), by.get((mixer, max(args.frames)))
+        return {
+            "peak_rss_longest_over_64": hi["peak_rss_mb"] / lo["peak_rss_mb"] if lo and hi else None,
+            "rss_growth_mb_longest": hi["rss_end_mb"] - hi["rss_after_first_tenth_mb"] if hi else None,
+            "per_frame_last_over_first_tenth_longest": (hi["per_frame_last_tenth_s"] / hi["per_frame_first_tenth_s"]
+                                                        if hi and hi["per_frame_last_tenth_s"] else None),
+        }
+
+    summary = {"pom": ratios("pom"), "attention": ratios("attention"), "longest": max(args.frames)}
+    summary["bars"] = {
+        "pom_peak_rss_960_over_64_le_1.05": (summary["pom"]["peak_rss_longest_over_64"] or 9) <= 1.05,
+        "pom_last_over_first_tenth_le_1.15": (summary["pom"]["per_frame_last_over_first_tenth_longest"] or 9) <= 1.15,
+    }
+    import torch
+
+    report = {"benchmark": "streaming", "config": "configs/tiny.yaml", "overrides": OVERRIDES,
+              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
+              "summary": summary, "rows": rows}
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, "streaming.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2)
+    os.replace(path + ".tmp", path)
+    plot(rows, os.path.join(RESULTS, "streaming.png"))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
