@@ -188,7 +188,10 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
         raise UsageError(f"cannot load model directory '{model}': {str(err).splitlines()[0]}") from None
     pipe.set_progress_bar_config(disable=True)
     for part in (pipe.transformer, pipe.text_encoder):
-        part.to(dev) if torch_dtype == torch.float32 else part.to(dev, torch_dtype)
+        if torch_dtype == torch.float32:
+            part.to(dev)  # no dtype argument: diffusers warns on any cast
+        else:
+            part.to(dev, torch_dtype)
     pipe.vae.to(dev)  # the VAE stays float32: it is small and its decode is precision-sensitive
     return pipe
 
