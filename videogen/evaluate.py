@@ -37,6 +37,7 @@ import numpy as np
 
 from videogen.errors import UsageError
 
+FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency (Sundaram et al. 2010)
 DYNAMIC_TOP_SHARE = 0.05  # per pair, the mean of the largest 5% flow magnitudes ...
 DYNAMIC_THRESHOLD = 0.01  # ... must exceed this share of the shorter side, in pixels
@@ -59,20 +60,25 @@ def flicker_score(video: np.ndarray) -> float | None:
     return float((255.0 - frame_mad(video).mean()) / 255.0)
 
 
-def optical_flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(H, W, 2) Farneback flow (dx, dy) from RGB frame a to RGB frame b, pixels."""
+def optical_flow(a: np.ndarray, b: np.ndarray, engine=None) -> np.ndarray:
+    """(H, W, 2) dense flow (dx, dy) from RGB frame a to RGB frame b, in pixels.
+
+    DIS (Kroeger et al. 2016): several times faster than Farneback at equal accuracy
+    here; pass `engine` to reuse one across calls.
+    """
+    engine = engine or cv2.DISOpticalFlow_create(FLOW_PRESET)
     grey_a, grey_b = (cv2.cvtColor(x, cv2.COLOR_RGB2GRAY) for x in (a, b))
-    return cv2.calcOpticalFlowFarneback(grey_a, grey_b, None, pyr_scale=0.5, levels=3, winsize=15,
-                                        iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
+    return engine.calc(grey_a, grey_b, None)
 
 
 def compute_flows(video: np.ndarray, gap: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Forward flows t -> t+gap and backward flows t+gap -> t, each (F-gap, H, W, 2)."""
+    engine = cv2.DISOpticalFlow_create(FLOW_PRESET)
     pairs = range(len(video) - gap)
     empty = np.zeros((0, *video.shape[1:3], 2), np.float32)
-    forward = np.stack([optical_flow(video[t], video[t + gap]) for t in pairs]) if pairs else empty
-    backward = np.stack([optical_flow(video[t + gap], video[t]) for t in pairs]) if pairs else empty
-    return forward, backward
+    forward = [optical_flow(video[t], video[t + gap], engine) for t in pairs]
+    backward = [optical_flow(video[t + gap], video[t], engine) for t in pairs]
+    return (np.stack(forward), np.stack(backward)) if pairs else (empty, empty)
 
 
 def warp(image: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -307,6 +313,8 @@ def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: boo
         "drift_frame": dr["frames"], "drift_hist": dr["hist"], "drift_brightness": dr["brightness"],
     }
     if clip is not None:
+        if not prompt:
+            raise ValueError("a CLIP score needs the video's prompt")
         curves["clip"] = clip(video, prompt)
         summary["clip_score"] = mean(curves["clip"])
     if dino is not None:

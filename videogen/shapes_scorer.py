@@ -194,7 +194,7 @@ def score_video(video: np.ndarray, prompt: str) -> dict:
     last 60 frames, or the last quarter of shorter videos).
     Raises ValueError if the prompt is not in the shapes vocabulary.
     """
-    parsed = parse_prompt(prompt)
+    parsed = parse_prompt(prompt) if prompt else None
     if parsed is None:
         raise ValueError(f"prompt {prompt!r} is not a shapes-world prompt")
     colour, shape, motion = parsed
@@ -216,7 +216,7 @@ def score_video(video: np.ndarray, prompt: str) -> dict:
         "shape_ok": detected_shape == shape,
         "direction_ok": detected_motion == motion,
         "presence": float(det.present.mean()),
-        "speed": speed,
+        "speed": float(speed),
         "moving_at_end": end_motion not in (None, "standing still"),
         "colour_drift": float(np.linalg.norm(rgb[-k:].mean(0) - rgb[:k].mean(0))) if k else None,
         "background_start": float(det.background[:tail].mean()),
