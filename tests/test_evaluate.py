@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 from argparse import Namespace
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -262,4 +263,4 @@ def test_clip_and_dino_scores_with_tiny_local_models(tiny_models):
     with pytest.raises(UsageError, match="no such directory"):
         E.ClipScorer(clip_dir + "-missing")
     with pytest.raises(UsageError, match="cannot load"):
-        E.DinoScorer(str(E.Path(clip_dir).parent))
+        E.DinoScorer(str(Path(clip_dir).parent))

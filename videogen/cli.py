@@ -143,10 +143,13 @@ def _add_cache(sub) -> None:
         description=_doc(
             """
             Encode every clip of the config's dataset with the VAE and every caption with
-            the text encoder, into safetensors shards that `videogen train` uses when present.
+            the text encoder, into safetensors shards in data.cache_dir that `videogen
+            train` uses when present. Clips are their first data.frames frames. A cache
+            built for other data/VAE/text settings is refused; delete it to rebuild.
 
             example:
               videogen cache configs/shapes.yaml
+              videogen cache configs/tiny.yaml data.cache_dir=cache/tiny
             """
         ),
     )
@@ -171,12 +174,15 @@ def _add_train(sub) -> None:
             """
             Train from a YAML config, with key=value overrides. Runs the same on one CPU
             process or many GPUs: launch it with accelerate for more than one process.
+            Writes to train.output_dir: log.jsonl, checkpoint-NNNNNN/ every
+            train.checkpoint_every steps, samples/, and pipeline/ (for generate --model).
 
             examples:
               videogen train configs/shapes.yaml
               videogen train configs/shapes.yaml train.max_steps=2000 train.batch_size=4
               videogen train configs/shapes.yaml --resume latest
               accelerate launch --num_processes 8 -m videogen train configs/shapes.yaml
+              accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m videogen train configs/tiny.yaml
             """
         ),
     )
@@ -203,20 +209,33 @@ def _add_eval(sub) -> None:
             Score videos (MP4, GIF or a directory of frames) for temporal consistency:
             flicker, warping error, motion smoothness, dynamic degree, drift, SSIM/PSNR
             between consecutive frames. With --shapes, also check a shapes-world video
-            against its prompt (colour, shape, direction, presence, drift).
+            against its prompt (colour, shape, direction, presence, drift) and report
+            the rates overall and on held-out colour-shape pairs.
+
+            inputs: a file is one video; a directory of video files gives them sorted by
+            file name; a dataset directory with metadata.csv gives its videos with their
+            captions as prompts; any other directory is one video stored as frames.
+            prompts: --prompt applies to every video; --prompts FILE has either one prompt
+            per line, line i for the i-th video in that order (name files 000.mp4,
+            001.mp4, ... so sorting keeps the order), or 'name<TAB>prompt' lines matched
+            by file name, with or without extension. Unreadable videos are reported and
+            skipped; the others are still scored, and the exit status is then 2.
 
             examples:
               videogen eval out.mp4 --plot out.png
               videogen eval a.mp4 b.mp4 --compare --json report.json --plot curves.png
-              videogen eval videos/ --shapes --prompts prompts.txt --json shapes.json
+              videogen eval videos/ --shapes --prompts data/prompts_shapes.txt --json shapes.json
+              videogen eval data/shapes --shapes
             """
         ),
     )
-    p.add_argument("videos", nargs="+", help="video files or frame directories")
+    p.add_argument("videos", nargs="+", help="video files, directories of videos, frame directories or datasets")
     p.add_argument("--prompt", default=None, help="the prompt of the video(s)")
-    p.add_argument("--prompts", default=None, help="file with one prompt per video (or 'name<TAB>prompt' lines)")
+    p.add_argument("--prompts", default=None, metavar="FILE",
+                   help="one prompt per line for the videos in order, or 'name<TAB>prompt' lines")
     p.add_argument("--json", default=None, help="write the report here (default: print a table)")
-    p.add_argument("--plot", default=None, help="write per-frame curves as PNG here")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="write per-frame curves as PNG here (several videos without --compare: OUT-000-NAME.png, ...)")
     p.add_argument("--compare", action="store_true", help="one table and one plot for all videos")
     p.add_argument("--shapes", action="store_true", help="score against shapes-world prompts")
     p.add_argument("--clip", default=None, metavar="DIR", help="local CLIP model directory for a text-video score")

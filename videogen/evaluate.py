@@ -36,6 +36,9 @@ import cv2
 import numpy as np
 
 from videogen.errors import UsageError
+from videogen.shapes_scorer import aggregate, score_video
+from videogen.synthetic import parse_prompt
+from videogen.video_io import VideoReadError, read_video
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency (Sundaram et al. 2010)
@@ -321,24 +324,20 @@ def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: boo
         curves["dino_first"], curves["dino_prev"] = dino(video)
         summary["dino_first"], summary["dino_prev"] = mean(curves["dino_first"]), mean(curves["dino_prev"])
     report = {"frames": len(video), "height": video.shape[1], "width": video.shape[2], "prompt": prompt,
-              "summary": summary, "curves": {k: [float(x) for x in v] for k, v in curves.items()}}
+              "summary": summary, "curves": {k: np.asarray(v).tolist() for k, v in curves.items()}}
     if shapes:
-        from videogen.shapes_scorer import score_video
-
         report["shapes"] = score_video(video, prompt)
     return report
 
 
-def evaluate_video(path: str, prompt: str | None = None, **kwargs) -> dict:
+def evaluate_video(path: str, prompt: str | None = None, *, shapes: bool = False,
+                   clip: ClipScorer | None = None, dino: DinoScorer | None = None) -> dict:
     """`evaluate_frames` of a video file, GIF or frame directory, with "video": path.
 
     Raises VideoReadError (a UsageError) naming the file if it cannot be read.
     """
-    from videogen.video_io import read_video
-
-    report = {"video": str(path)}
-    report.update(evaluate_frames(read_video(str(path)), prompt, **kwargs))
-    return report
+    video = read_video(str(path))
+    return {"video": str(path), **evaluate_frames(video, prompt, shapes=shapes, clip=clip, dino=dino)}
 
 
 # Summary rows of the printed table: key, label, format.
@@ -352,7 +351,7 @@ SUMMARY_ROWS = (
     ("flow_magnitude", "mean flow magnitude (px)", "{:.3f}"),
     ("ssim", "SSIM consecutive", "{:.4f}"),
     ("psnr", "PSNR consecutive (dB)", "{:.2f}"),
-    ("drift_hist_slope", "colour drift /100 frames", "{:+.4f}"),
+    ("drift_hist_slope", "histogram drift /100 frames", "{:+.4f}"),
     ("drift_brightness_slope", "brightness drift /100 frames", "{:+.2f}"),
     ("clip_score", "CLIP text-frame similarity", "{:.4f}"),
     ("dino_first", "DINO similarity to first", "{:.4f}"),
@@ -376,24 +375,26 @@ def format_table(reports: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def format_shapes_table(reports: list[dict], aggregate: dict) -> str:
+def format_shapes_table(reports: list[dict], rates: dict) -> str:
     """Per-video shapes check (detected value, or 'ok') and aggregate rates vs the bars."""
     def mark(row, key, field):
         return "ok" if row[f"{key}_ok"] else f"{row['detected'][field] or 'none'}!"
 
     lines = [f"{'video':<20} {'prompt':<42} {'colour':>8} {'shape':>9} {'motion':>15} "
-             f"{'present':>7} {'moving@end':>10}"]
+             f"{'present':>7} {'moving@end':>10} {'colour drift':>12} {'background':>10}"]
     for r in reports:
         s = r["shapes"]
+        drift_cell = _cell(s["colour_drift"], "{:.1f}")
+        background = f"{s['background_start']:.0f}->{s['background_end']:.0f}"
         lines.append(f"{Path(r['video']).name[:20]:<20} {s['prompt'][:42]:<42} {mark(s, 'colour', 'colour'):>8} "
                      f"{mark(s, 'shape', 'shape'):>9} {mark(s, 'direction', 'motion'):>15} "
-                     f"{s['presence']:>7.2f} {str(s['moving_at_end']):>10}")
-    bars = aggregate["bars"]
+                     f"{s['presence']:>7.2f} {str(s['moving_at_end']):>10} {drift_cell:>12} {background:>10}")
+    bars = rates["bars"]
     lines.append("")
     lines.append(f"{'rates':<10} {'videos':>6} " + " ".join(f"{k + ' >=' + format(b, '.2f'):>17}"
                                                           for k, b in bars.items()) + "  bars")
     for group in ("all", "held_out", "seen"):
-        g = aggregate[group]
+        g = rates[group]
         if not g["videos"]:
             continue
         cells = " ".join(f"{g[k]:>17.2f}" for k in bars)
@@ -508,8 +509,6 @@ def read_prompts(file: str, videos: list[str]) -> list[str]:
 
 def _resolve(args) -> list[tuple[str, str | None]]:
     """(video, prompt) pairs from the CLI arguments, validated for --shapes and --clip."""
-    from videogen.synthetic import parse_prompt
-
     if args.prompt is not None and args.prompts is not None:
         raise UsageError("give --prompt (one prompt for all videos) or --prompts FILE, not both")
     items = expand_inputs(args.videos)
@@ -536,10 +535,9 @@ def evaluate_cli(args) -> None:
     """
     from tqdm import tqdm
 
-    from videogen.shapes_scorer import aggregate
-    from videogen.video_io import VideoReadError
-
     items = _resolve(args)
+    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
+        raise UsageError(f"--plot {args.plot}: the plot must end in .png, .pdf or .svg")
     clip = ClipScorer(args.clip) if args.clip else None
     dino = DinoScorer(args.dino) if args.dino else None
     reports, failed = [], []

@@ -3,17 +3,17 @@
 Per frame the object is the largest blob clearly brighter than the background (half
 way between the background level and the brightest pixels, which also makes its area
 right for anti-aliased or codec-blurred edges). Its core colour gives the nearest
-named colour; the fill ratio of its bounding box gives the shape (circle ~ pi/4,
-square ~ 1, triangle ~ 1/2); its centroid gives the trajectory.
+named colour. Its shape comes from the fill ratio of its bounding box (circle ~ pi/4,
+square ~ 1, triangle ~ 1/2) and, for triangles, also from the skew of its mass
+towards the base. Its centroid gives the trajectory.
 
 Direction must survive bounces: a clip "moving left" goes left, bounces off the left
 wall and then goes right. The trajectory along the main axis is cut into runs between
 reversals (ignoring wobbles smaller than a hysteresis); every run votes for a start
 direction, its own sign flipped once per wall bounce before it, weighted by its
 length. Reversals away from the walls are not bounces, so a video that wanders back
-and forth gets split votes. An object that starts within about one frame's step of
-the wall it heads for is ambiguous (the first step is already the bounce) and reads
-as moving away from that wall.
+and forth gets split votes. A bounce inside the very first step (an object starting
+next to the wall it heads for) shows as a short first step leading away from it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from videogen.synthetic import COLOURS, HELD_OUT, MOTIONS, SHAPES, SPEED_FRACTION, parse_prompt
+from videogen.synthetic import COLOURS, HELD_OUT, SHAPES, SPEED_FRACTION, parse_prompt
 
 # Quality bars of the embedded default model (share of videos / of frames).
 SHAPES_BARS = {"colour": 0.90, "shape": 0.80, "direction": 0.80, "presence": 0.95}
@@ -58,42 +58,45 @@ def detect(video: np.ndarray) -> Detections:
     frames, height, width = video.shape[:3]
     det = Detections(
         present=np.zeros(frames, dtype=bool), centre=np.full((frames, 2), np.nan),
-        bbox=np.full((frames, 4), np.nan), rgb=np.full((frames, 3), np.nan),
-        fill=np.full(frames, np.nan), skew=np.full(frames, np.nan), background=np.zeros(frames), size=width,
+        bbox=np.full((frames, 4), np.nan), rgb=np.full((frames, 3), np.nan), fill=np.full(frames, np.nan),
+        skew=np.full(frames, np.nan), background=np.zeros(frames), size=width,
     )
-    min_area = MIN_AREA_FRACTION * height * width
     for f, frame in enumerate(video):
-        level = frame.max(axis=2).astype(np.float32)
-        grey = frame.mean(axis=2)
-        bg, peak = np.median(level), np.percentile(level, 99.5)
-        det.background[f] = grey.mean()
-        if peak - bg < MIN_CONTRAST:
-            continue
-        mask = (level > bg + 0.5 * (peak - bg)).astype(np.uint8)
-        count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        if count < 2:
-            continue
-        k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        x0, y0, w, h, area = stats[k]
-        if area < min_area:
-            continue
-        blob = labels == k
-        core = blob & (level >= bg + 0.8 * (peak - bg))  # away from blurred edges
-        near = cv2.dilate(blob.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
-        # Coverage-weighted centroid: a binary mask's centroid jumps as edge rows flip.
-        weight = np.clip((level - bg) / (peak - bg), 0, 1) * near
-        ys, xs = np.indices(weight.shape)
-        det.present[f] = True
-        det.centre[f] = ((xs * weight).sum(), (ys * weight).sum()) / weight.sum() + 0.5
-        det.bbox[f] = (x0, y0, x0 + w, y0 + h)
-        det.rgb[f] = frame[core].mean(axis=0)
-        # Soft area over soft width x height: sub-pixel, so it holds for small objects.
-        det.fill[f] = weight.sum() / (weight.max(axis=0).sum() * weight.max(axis=1).sum())
-        dy = ys - det.centre[f, 1] + 0.5
-        det.skew[f] = (weight * dy**3).sum() / weight.sum() / ((weight * dy**2).sum() / weight.sum()) ** 1.5
-        if (~near).any():
-            det.background[f] = grey[~near].mean()
+        det.background[f], found = _measure(frame, MIN_AREA_FRACTION * height * width)
+        if found is not None:
+            det.present[f] = True
+            det.centre[f], det.bbox[f], det.rgb[f], det.fill[f], det.skew[f] = found
     return det
+
+
+def _measure(frame: np.ndarray, min_area: float):
+    """(background brightness, (centre, bbox, rgb, fill, skew) or None) of one (H, W, 3) frame."""
+    level = frame.max(axis=2).astype(np.float32)
+    grey = frame.mean(axis=2)
+    bg, peak = np.median(level), np.percentile(level, 99.5)
+    if peak - bg < MIN_CONTRAST:
+        return grey.mean(), None
+    mask = (level > bg + 0.5 * (peak - bg)).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # the peak pixels make one at least
+    x0, y0, w, h, area = stats[k]
+    if area < min_area:
+        return grey.mean(), None
+    blob = labels == k
+    near = cv2.dilate(blob.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    # Estimated coverage of each pixel: sub-pixel centroid and extents, so the
+    # measures hold for small objects (a binary mask's centroid jumps as edge rows flip).
+    weight = np.clip((level - bg) / (peak - bg), 0, 1) * near
+    ys, xs = np.indices(weight.shape) + 0.5  # pixel centres
+    mass = weight.sum()
+    cx, cy = (xs * weight).sum() / mass, (ys * weight).sum() / mass
+    var_y = (weight * (ys - cy) ** 2).sum() / mass
+    skew = (weight * (ys - cy) ** 3).sum() / mass / var_y**1.5
+    fill = mass / (weight.max(axis=0).sum() * weight.max(axis=1).sum())
+    core = blob & (weight >= 0.8)  # away from edges blurred into the background
+    rgb = frame[core if core.any() else blob].mean(axis=0)
+    background = grey[~near].mean() if (~near).any() else grey.mean()
+    return background, ((cx, cy), (x0, y0, x0 + w, y0 + h), rgb, fill, skew)
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -203,9 +206,10 @@ def score_video(video: np.ndarray, prompt: str) -> dict:
     tail = min(60, max(2, frames // 4))
     rgb = det.rgb[det.present]
     detected_colour = _majority([nearest_colour(c) for c in rgb], _COLOUR_NAMES)
-    detected_shape = _majority([shape_of(f, k) for f, k in zip(det.fill[det.present], det.skew[det.present])], list(SHAPES))
+    shapes = [shape_of(f, k) for f, k in zip(det.fill[det.present], det.skew[det.present])]
+    detected_shape = _majority(shapes, list(SHAPES))
     detected_motion, speed = classify_motion(det)
-    end_motion, end_speed = classify_motion(det, slice(frames - tail, None))
+    end_motion, _ = classify_motion(det, slice(frames - tail, None))
     k = min(len(rgb), tail)
     return {
         "prompt": prompt,
@@ -233,7 +237,7 @@ def aggregate(rows: list[dict]) -> dict:
     def rates(group: list[dict]) -> dict:
         if not group:
             return {"videos": 0}
-        moving = [r for r in group if r["expected"]["motion"] != MOTIONS[-1]]
+        moving = [r for r in group if r["expected"]["motion"] != "standing still"]
         out = {"videos": len(group)}
         for key in ("colour", "shape", "direction"):
             out[key] = float(np.mean([r[f"{key}_ok"] for r in group]))

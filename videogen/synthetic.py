@@ -253,7 +253,7 @@ def write_shapes_dataset(out: str | os.PathLike, *, num: int, frames: int = 33, 
             rng = np.random.default_rng([seed, 1, i])  # per clip: independent of num
             video = render_clip(colour, shape, motion, frames=frames, size=size, rng=rng)
             name = f"videos/{i:0{width}d}.mp4"
-            with Mp4Writer(tmp / name, fps=fps) as writer:
+            with Mp4Writer(str(tmp / name), fps=fps) as writer:
                 for frame in video:
                     writer.write(frame)
             rows.append((name, caption(colour, shape, motion, rng)))

@@ -289,8 +289,10 @@ class Conditioner:
         self.max_length = cfg.text.max_length
         self.device, self.dtype = device, dtype
         self.cached = isinstance(dataset, LatentCacheDataset)
-        self.vae = _freeze(components["vae"], device, dtype)
-        self.text_encoder = _freeze(components["text_encoder"], device, dtype)
+        # With a cache the encoders only serve sample videos: keep them in host memory.
+        where = "cpu" if self.cached else device
+        self.vae = _freeze(components["vae"], where, dtype)
+        self.text_encoder = _freeze(components["text_encoder"], where, dtype)
         self.tokenizer = components["tokenizer"]
         if self.cached:
             text, mask = dataset.uncond()
@@ -388,10 +390,18 @@ def find_resume_dir(output_dir: str, resume: Optional[str]) -> Optional[str]:
 
 
 def _remove_stale_tmp(output_dir: str) -> None:
+    """Tidy up after a killed run: finish a checkpoint that was complete but not yet
+    renamed (its state file is written last), delete one whose writing was cut short."""
     for name in os.listdir(output_dir):
-        if name.startswith(CHECKPOINT_PREFIX) and name.endswith(".tmp"):
+        if not (name.startswith(CHECKPOINT_PREFIX) and name.endswith(".tmp")):
+            continue
+        tmp, final = os.path.join(output_dir, name), os.path.join(output_dir, name[:-len(".tmp")])
+        if os.path.isfile(os.path.join(tmp, STATE_FILE)) and not os.path.exists(final):
+            logger.warning("completing %s: it was written in full before the run stopped", name)
+            os.rename(tmp, final)
+        else:
             logger.warning("removing %s: a checkpoint whose writing was interrupted", name)
-            shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_checkpoint(accelerator, cfg: Config, step: int) -> str:
@@ -415,6 +425,7 @@ def save_checkpoint(accelerator, cfg: Config, step: int) -> str:
             shutil.rmtree(final)
         os.rename(tmp, final)
         for _, old in list_checkpoints(out)[:-cfg.train.keep_checkpoints]:
+            os.remove(os.path.join(old, STATE_FILE))  # unlisted first: a kill mid-delete leaves no half checkpoint
             shutil.rmtree(old, ignore_errors=True)
         logger.info("saved %s", final)
     accelerator.wait_for_everyone()
@@ -477,7 +488,6 @@ def train(config_path: Optional[str], overrides: Optional[list] = None, resume: 
 
 def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
     from accelerate.utils import DistributedType, set_seed
-    from diffusers.optimization import get_cosine_schedule_with_warmup
 
     t = cfg.train
     out = t.output_dir
@@ -491,13 +501,10 @@ def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
     _check_sizes(cfg, components, dataset)
     dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[t.mixed_precision]
     cond = Conditioner(cfg, components, dataset, accelerator.device, dtype)
+    _first_item_check(dataset)
     loader = make_loader(cfg, dataset)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
-                                  weight_decay=t.weight_decay)
-    # The prepared scheduler steps once per process per optimizer step (accelerate's
-    # convention), so its horizon is counted in process-steps.
     n = accelerator.num_processes
-    scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * n, t.max_steps * n)
+    optimizer, scheduler = make_optimizer(cfg, model, n)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if len(loader) == 0:
         raise UsageError(f"the dataset has {len(dataset)} usable clips, fewer than train.batch_size "
@@ -508,9 +515,7 @@ def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
     if resume_dir:
         accelerator.load_state(resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
-    if accelerator.is_main_process:
-        accelerator.init_trackers("videogen", config=_hparams(cfg))
-        _first_item_check(dataset)
+    accelerator.init_trackers("videogen", config=_hparams(cfg))  # a no-op off the main process
     log = JsonlLog(os.path.join(out, "log.jsonl"), state.step, accelerator.is_main_process)
     stream = BatchStream(accelerator, loader, dataset, start=state.step * t.grad_accum)
     logger.info("training %s parameters on %d process(es) (%s), %d clips, batch %d x %d x %d accum",
@@ -526,16 +531,30 @@ def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
     return {"step": state.step, "loss": last_loss, "output_dir": out, "pipeline": pipeline_dir}
 
 
+def make_optimizer(cfg: Config, model: torch.nn.Module, num_processes: int) -> tuple:
+    """AdamW + linear warmup and cosine decay to 0 at train.max_steps."""
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    t = cfg.train
+    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
+                                  weight_decay=t.weight_decay)
+    # The prepared scheduler steps once per process per optimizer step (accelerate's
+    # convention), so its horizon is counted in process-steps.
+    scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * num_processes,
+                                                t.max_steps * num_processes)
+    return optimizer, scheduler
+
+
 def _prepare_output_dir(accelerator, out: str, resume: Optional[str]) -> Optional[str]:
-    resume_dir = find_resume_dir(out, resume)
     if accelerator.is_main_process:
         os.makedirs(out, exist_ok=True)
         _remove_stale_tmp(out)
-        done = list_checkpoints(out)
-        if resume_dir is None and done:
-            raise UsageError(f"train.output_dir '{out}' already holds checkpoints (up to step {done[-1][0]}); "
-                             "pass --resume latest to continue, or choose another train.output_dir")
     accelerator.wait_for_everyone()
+    resume_dir = find_resume_dir(out, resume)
+    done = list_checkpoints(out)
+    if resume_dir is None and done:
+        raise UsageError(f"train.output_dir '{out}' already holds checkpoints (up to step {done[-1][0]}); "
+                         "pass --resume latest to continue, or choose another train.output_dir")
     return resume_dir
 
 
@@ -552,8 +571,8 @@ def _check_sizes(cfg: Config, components: dict, dataset) -> None:
 
 
 def _first_item_check(dataset) -> None:
-    """Read one item in the main process at start-up: a dataset with no usable clip then
-    fails here with one clear line, not inside a data-loader worker."""
+    """Read one item at start-up: a dataset with no usable clip then fails here with one
+    clear line, not inside a data-loader worker."""
     dataset[0]
 
 
@@ -632,9 +651,7 @@ def _export_transformer(accelerator, model, ema) -> Optional[torch.nn.Module]:
 def _pipeline(cfg: Config, components: dict, transformer):
     from videogen.pipeline import pipeline_from_components
 
-    parts = dict(components, transformer=transformer,
-                 vae=components["vae"].float(), text_encoder=components["text_encoder"].float())
-    return pipeline_from_components(cfg, parts)
+    return pipeline_from_components(cfg, dict(components, transformer=transformer))
 
 
 def write_sample(cfg: Config, accelerator, model, ema, components: dict, step: int) -> None:
@@ -643,7 +660,7 @@ def write_sample(cfg: Config, accelerator, model, ema, components: dict, step: i
     if net is not None:
         from videogen.video_io import open_writer
 
-        pipe = _pipeline(cfg, components, net.to(accelerator.device))
+        pipe = _pipeline(cfg, components, net).to(accelerator.device)
         path = os.path.join(cfg.train.output_dir, "samples", f"step-{step:06d}.mp4")
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open_writer(path, fps=cfg.sampling.fps) as writer:
@@ -663,7 +680,9 @@ def _finish(cfg: Config, accelerator, model, ema, state, components, dataset) ->
     net = _export_transformer(accelerator, model, ema)
     skips = gather_object([dataset.skips.items]) if isinstance(dataset, VideoTextDataset) else []
     if accelerator.is_main_process:
-        save_pipeline(_pipeline(cfg, components, net.cpu()), pipeline_dir)
+        # Saved in float32 whatever the training precision; training is over, so the
+        # shared frozen modules may be cast in place.
+        save_pipeline(_pipeline(cfg, components, net).to("cpu", torch.float32), pipeline_dir)
         logger.info("wrote the pipeline (%s weights) to %s", "EMA" if ema else "raw", pipeline_dir)
         if isinstance(dataset, VideoTextDataset):
             for items in skips:
