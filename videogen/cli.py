@@ -249,7 +249,43 @@ def _run_eval(args) -> None:
     evaluate_cli(args)
 
 
-COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval]
+# ---------------------------------------------------------------------------- train-vae
+def _add_train_vae(sub) -> None:
+    p = sub.add_parser(
+        "train-vae",
+        help="train the causal video VAE (AutoencoderKLWan) on the shapes world",
+        formatter_class=_FMT,
+        description=_doc(
+            """
+            Train a diffusers AutoencoderKLWan on shapes-world clips rendered on the fly (or
+            a dataset: data.dataset=DIR), evaluate reconstruction PSNR on 64 held-out clips
+            (eval.json), and export it with latent statistics to train.output_dir/export.
+            With --export, train nothing: export the VAE of a checkpoint to DIR.
+
+            examples:
+              videogen train-vae configs/shapes_vae.yaml
+              videogen train-vae configs/shapes_vae.yaml train.lr=5e-4 data.frames=9
+              videogen train-vae configs/shapes_vae.yaml --resume latest
+              videogen train-vae configs/shapes_vae.yaml --export runs/shapes_vae/now
+            """
+        ),
+    )
+    p.add_argument("config", help="VAE training YAML config")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-3")
+    p.add_argument("--resume", default=None, metavar="latest|DIR",
+                   help="resume from the latest checkpoint or a checkpoint directory")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="export the VAE of the latest (or --resume) checkpoint to DIR, without training")
+    p.set_defaults(func=_run_train_vae)
+
+
+def _run_train_vae(args) -> None:
+    from videogen.vae_train import train_vae
+
+    train_vae(args.config, args.overrides, resume=args.resume, export=args.export)
+
+
+COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval, _add_train_vae]
 
 
 def build_parser() -> argparse.ArgumentParser:

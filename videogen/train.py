@@ -25,7 +25,6 @@ import copy
 import importlib.util
 import json
 import logging
-import math
 import os
 import shutil
 import sys
@@ -521,8 +520,11 @@ def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
     logger.info("training %s parameters on %d process(es) (%s), %d clips, batch %d x %d x %d accum",
                 f"{sum(p.numel() for p in model.parameters()):,}", n, accelerator.device, len(dataset),
                 t.batch_size, n, t.grad_accum)
-    last_loss = _loop(cfg, accelerator, model, optimizer, scheduler, ema, state, stream, cond, dataset,
-                      components, log)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with logging_redirect_tqdm(loggers=[logger]):  # log lines above the progress bar, not through it
+        last_loss = _loop(cfg, accelerator, model, optimizer, scheduler, ema, state, stream, cond, dataset,
+                          components, log)
     if state.step < t.max_steps:
         logger.info("stopped at step %d of %d (train.stop_at_step); continue with --resume latest",
                     state.step, t.max_steps)
@@ -584,27 +586,12 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, ema, state, stream, con
     bar = tqdm(total=t.max_steps, initial=state.step, desc="train", unit="step",
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     window = torch.zeros(2, device=accelerator.device)  # (sum of losses, count) since the last log
-    last_loss, grad_norm, started = None, None, time.time()
+    last_loss, started = None, time.time()
     end = min(t.max_steps, t.stop_at_step or t.max_steps)
     while state.step < end:
-        for micro in range(t.grad_accum):
-            batch = next(stream)
-            if isinstance(dataset, VideoTextDataset):
-                dataset.skips.merge(batch["skipped"])
-            g = torch.Generator(device=accelerator.device).manual_seed(
-                _mix_seed(t.seed, state.step, micro, accelerator.process_index))
-            drop = torch.rand(len(batch["caption"]), generator=g, device=accelerator.device) < t.caption_dropout
-            latents, text, mask = cond(batch, drop)
-            with accelerator.accumulate(model):
-                loss = flow_loss(model, latents, text, mask, cfg, g)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and t.grad_clip > 0:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            window += torch.stack([loss.detach().float(), torch.ones((), device=window.device)])
-        assert accelerator.sync_gradients, "an optimizer step must end every grad_accum micro-batches"
+        losses, grad_norm = _optimizer_step(cfg, accelerator, model, optimizer, scheduler, stream, cond,
+                                            dataset, state.step)
+        window += torch.stack([losses.sum(), torch.tensor(float(len(losses)), device=window.device)])
         if ema is not None:
             ema.update(accelerator.unwrap_model(model))
         state.step += 1
@@ -618,6 +605,33 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, ema, state, stream, con
             write_sample(cfg, accelerator, model, ema, components, state.step)
     bar.close()
     return last_loss
+
+
+def _optimizer_step(cfg, accelerator, model, optimizer, scheduler, stream, cond, dataset, step: int) -> tuple:
+    """train.grad_accum micro-batches, then one optimizer step: (micro-batch losses, grad norm)."""
+    t = cfg.train
+    losses, grad_norm = [], None
+    for micro in range(t.grad_accum):
+        batch = next(stream)
+        if isinstance(dataset, VideoTextDataset):
+            dataset.skips.merge(batch["skipped"])
+        # Stateless randomness: caption dropout, t and noise depend on (seed, step, micro,
+        # rank) only, so a resumed run draws exactly what the uninterrupted one would.
+        g = torch.Generator(device=accelerator.device).manual_seed(
+            _mix_seed(t.seed, step, micro, accelerator.process_index))
+        drop = torch.rand(len(batch["caption"]), generator=g, device=accelerator.device) < t.caption_dropout
+        latents, text, mask = cond(batch, drop)
+        with accelerator.accumulate(model):
+            loss = flow_loss(model, latents, text, mask, cfg, g)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and t.grad_clip > 0:
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()  # accelerate skips these until the last micro-batch
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.detach().float())
+    assert accelerator.sync_gradients, "an optimizer step must end every grad_accum micro-batches"
+    return torch.stack(losses), grad_norm
 
 
 def _log_step(accelerator, scheduler, window, grad_norm, state, stream, log, bar, started) -> float:
@@ -682,7 +696,9 @@ def _finish(cfg: Config, accelerator, model, ema, state, components, dataset) ->
     if accelerator.is_main_process:
         # Saved in float32 whatever the training precision; training is over, so the
         # shared frozen modules may be cast in place.
-        save_pipeline(_pipeline(cfg, components, net).to("cpu", torch.float32), pipeline_dir)
+        parts = {k: _freeze(v, "cpu", torch.float32) if isinstance(v, torch.nn.Module) else v
+                 for k, v in dict(components, transformer=net).items()}
+        save_pipeline(_pipeline(cfg, parts, parts["transformer"]), pipeline_dir)
         logger.info("wrote the pipeline (%s weights) to %s", "EMA" if ema else "raw", pipeline_dir)
         if isinstance(dataset, VideoTextDataset):
             for items in skips:

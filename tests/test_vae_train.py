@@ -1,0 +1,92 @@
+"""VAE training: loss falls, checkpoints resume exactly, the export loads with latent statistics."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from videogen.config import VAEConfig
+from videogen.errors import UsageError
+from videogen.synthetic import HELD_OUT
+from videogen.train import list_checkpoints, read_log
+from videogen.vae import build_vae, encode_video
+from videogen.vae_train import (STATS_STREAM, ShapesClips, eval_set, load_vae_train_config, make_clips,
+                                train_vae)
+
+TINY = """
+vae: {base_dim: 8, z_dim: 4, dim_mult: [1, 2, 2], num_res_blocks: 1, temperal_downsample: [true, true]}
+data: {frames: 5, size: 32}
+train: {batch_size: 2, lr: 3.0e-3, warmup_steps: 2, max_steps: 12, checkpoint_every: 6, keep_checkpoints: 2,
+        log_every: 2, eval_every: 6, eval_clips: 4, eval_frames: 9, eval_batch: 4, stats_clips: 4}
+"""
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    path = tmp_path / "vae.yaml"
+    path.write_text(TINY)
+    return str(path)
+
+
+def _weights(export_dir):
+    return build_vae(VAEConfig(pretrained=export_dir)).state_dict()
+
+
+def test_train_resume_export(tiny, tmp_path):
+    full = str(tmp_path / "full")
+    out = train_vae(tiny, [f"train.output_dir={full}"])
+    assert out["step"] == 12 and out["export"] == os.path.join(full, "export")
+
+    losses = [r["loss"] for r in read_log(os.path.join(full, "log.jsonl")) if "loss" in r]
+    assert len(losses) == 6
+    assert sum(losses[-2:]) < 0.7 * sum(losses[:2]), losses
+    assert [s for s, _ in list_checkpoints(full)] == [6, 12]  # keep_checkpoints=2
+    history = json.load(open(os.path.join(full, "eval.json")))["history"]
+    assert [h["step"] for h in history] == [6, 12]
+
+    # The export loads as the pipeline will load it, with latent statistics that make
+    # encode_video hand out zero-mean, unit-std latents on the clips they came from.
+    vae = build_vae(VAEConfig(pretrained=out["export"]))
+    assert len(vae.config.latents_mean) == len(vae.config.latents_std) == 4
+    assert vae.config.latents_std != [1.0] * 4 and vae.config.latents_mean != [0.0] * 4
+    clips = make_clips(load_vae_train_config(tiny))
+    latents = encode_video(vae, clips.batch(4, STATS_STREAM, 0))
+    assert torch.allclose(latents.mean(dim=(0, 2, 3, 4)), torch.zeros(4), atol=1e-3)
+    assert torch.allclose(latents.std(dim=(0, 2, 3, 4), unbiased=False), torch.ones(4), atol=1e-3)
+    assert json.load(open(os.path.join(out["export"], "eval.json")))["clips"] == 4
+
+    # Stopped at step 6 and resumed: the same weights as the uninterrupted run.
+    split = str(tmp_path / "split")
+    assert train_vae(tiny, [f"train.output_dir={split}", "train.stop_at_step=6"])["export"] is None
+    with pytest.raises(UsageError, match="--resume latest"):
+        train_vae(tiny, [f"train.output_dir={split}"])
+    assert train_vae(tiny, [f"train.output_dir={split}"], resume="latest")["step"] == 12
+    for name, tensor in _weights(out["export"]).items():
+        torch.testing.assert_close(_weights(os.path.join(split, "export"))[name], tensor, rtol=0, atol=1e-6)
+    steps = [r["step"] for r in read_log(os.path.join(split, "log.jsonl")) if "loss" in r]
+    assert steps == [2, 4, 6, 8, 10, 12]
+
+    # --export: a checkpoint's VAE, without training.
+    again = str(tmp_path / "from_ckpt")
+    done = train_vae(tiny, [f"train.output_dir={split}"], resume=os.path.join(split, "checkpoint-000006"),
+                     export=again)
+    assert done["step"] == 6 and json.load(open(os.path.join(again, "eval.json")))["step"] == 6
+    assert build_vae(VAEConfig(pretrained=again)).config.latents_std != [1.0] * 4
+
+
+def test_config_errors(tiny):
+    with pytest.raises(UsageError, match="did you mean 'train.lr'"):
+        load_vae_train_config(tiny, ["train.lrr=1"])
+    with pytest.raises(UsageError, match="1\\+4k"):
+        load_vae_train_config(tiny, ["data.frames=8"])
+    with pytest.raises(UsageError, match="data.dataset"):
+        load_vae_train_config(tiny, ["data.dataset=/nonexistent/shapes"])
+
+
+def test_held_out_pairs_only_in_eval():
+    held = {" ".join(p) for p in HELD_OUT}
+    assert not held & {" ".join(p) for p in ShapesClips(5, 32, 0, "default").pairs}
+    videos, names = eval_set(64, 5, 32, seed=1234)
+    assert videos.shape == (64, 3, 5, 32, 32) and videos.dtype == torch.uint8
+    assert held <= set(names) and len(set(names)) == 21
