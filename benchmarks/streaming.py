@@ -2,13 +2,17 @@
 
 The same small pipeline (configs/tiny.yaml at 64x64), once with `model.mixer=pom` and once
 with `model.mixer=attention`, generates 16, 64, 240 and 960 frames into an MP4. Each
-(mixer, length) runs in its own process so its peak RSS is its own; the runs interleave
-PoM and attention at each length so both see the same machine load.
+(mixer, length) runs in its own process so its peak RSS is its own, three times, and the
+median is kept; the runs interleave PoM and attention so both see the same machine load.
 
     python benchmarks/streaming.py     # writes results/streaming.{json,png}
 
 Bars (issue 4): PoM peak RSS at 960 frames / at 64 frames <= 1.05; PoM per-frame time,
 last tenth / first tenth of the frames <= 1.15.
+
+Workers run torch on one thread and record both wall-clock and process CPU time per frame:
+on a shared 2-core machine the wall clock also measures the neighbours, the CPU time only
+the work; the bar is checked on CPU time and the wall-clock ratio is reported beside it.
 """
 
 from __future__ import annotations
@@ -34,34 +38,60 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def window_per_frame(stamps: list, lo: int, hi: int) -> float:
-    """Seconds per frame between frame lo and frame hi (timestamps at each yield)."""
-    return (stamps[hi] - stamps[lo]) / (hi - lo)
+def tenth_per_frame(stamps: list, first: bool) -> float | None:
+    """Median seconds per frame over the first or last tenth of the frames (at least 8).
+
+    The VAE emits 4 frames per latent frame, so durations are taken per group of 4 frames;
+    the median keeps one descheduled moment on a shared machine from deciding the ratio.
+    """
+    n = len(stamps)
+    w = max(n // 10, 8)
+    if n < w + 2:
+        return None
+    idx = list(range(1, 1 + w + 1, 4)) if first else list(range(n - 1 - w, n, 4))
+    groups = sorted((stamps[b] - stamps[a]) / (b - a) for a, b in zip(idx, idx[1:]))
+    return groups[len(groups) // 2]
 
 
 def worker(model_dir: str, frames: int) -> dict:
+    import torch
+
     from videogen.pipeline import load_pipeline
     from videogen.video_io import open_writer
 
+    torch.set_num_threads(1)
     start = time.perf_counter()
     pipe = load_pipeline(model_dir)
     loaded = time.perf_counter()
-    stamps, rss = [], []
+    stamps, cpu, rss = [], [], []
     with tempfile.TemporaryDirectory() as tmp, open_writer(os.path.join(tmp, "out.mp4"), fps=8) as writer:
         for frame in pipe("a red circle moving right", frames, seed=0):
             writer.write(frame)
             stamps.append(time.perf_counter())
+            cpu.append(time.process_time())
             rss.append(rss_mb())
     end = time.perf_counter()
-    # windows of a tenth of the frames (at least 8: the VAE emits 4 frames per latent)
-    w = max(frames // 10, 8)
-    first = window_per_frame(stamps, 1, min(1 + w, frames - 1)) if frames > 2 else None
-    last = window_per_frame(stamps, frames - 1 - w, frames - 1) if frames > w + 2 else None
+    first, last = tenth_per_frame(stamps, True), tenth_per_frame(stamps, False)
+    first_cpu, last_cpu = tenth_per_frame(cpu, True), tenth_per_frame(cpu, False)
     return {"frames": frames, "total_s": end - start, "load_s": loaded - start, "generate_s": end - loaded,
             "per_frame_first_tenth_s": first, "per_frame_last_tenth_s": last,
+            "per_frame_first_tenth_cpu_s": first_cpu, "per_frame_last_tenth_cpu_s": last_cpu,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_after_first_tenth_mb": rss[min(w, frames - 1)], "rss_end_mb": rss[-1],
+            "rss_after_first_tenth_mb": rss[min(max(frames // 10, 8), frames - 1)], "rss_end_mb": rss[-1],
             "rss_curve_mb": rss[:: max(1, frames // 48)]}
+
+
+def median_row(repeats: list) -> dict:
+    """Median over repeated processes of every number (glibc heap growth makes one
+    process's peak RSS vary by several percent); the spread of peak RSS is kept."""
+    out = dict(repeats[0])
+    for key, value in repeats[0].items():
+        if isinstance(value, (int, float)) and key not in ("frames", "repeat"):
+            vals = sorted(r[key] for r in repeats if r[key] is not None) or [None]
+            out[key] = vals[len(vals) // 2]
+    out["peak_rss_mb_all"] = [r["peak_rss_mb"] for r in repeats]
+    out.pop("repeat", None)
+    return out
 
 
 def make_models(tmp: str) -> dict:
@@ -104,21 +134,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", nargs=2, metavar=("MODEL_DIR", "FRAMES"), help=argparse.SUPPRESS)
     parser.add_argument("--frames", type=int, nargs="+", default=[16, 64, 240, 960])
+    parser.add_argument("--repeats", type=int, default=3, help="processes per (mixer, length); medians are kept")
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]))))
         return
-    rows = []
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         models = make_models(tmp)
-        for frames in args.frames:
-            for mixer in ("pom", "attention"):
-                out = subprocess.run([sys.executable, __file__, "--worker", models[mixer], str(frames)],
-                                     check=True, capture_output=True, text=True)
-                row = {"mixer": mixer, **json.loads(out.stdout.strip().splitlines()[-1])}
-                rows.append(row)
-                print(f"{mixer:9s} {frames:5d} frames  {row['total_s']:7.1f}s  peak {row['peak_rss_mb']:.0f} MB  "
-                      f"first/last tenth {row['per_frame_first_tenth_s']}/{row['per_frame_last_tenth_s']}", flush=True)
+        for rep in range(args.repeats):
+            for frames in args.frames:
+                for mixer in ("pom", "attention"):
+                    out = subprocess.run([sys.executable, __file__, "--worker", models[mixer], str(frames)],
+                                         check=True, capture_output=True, text=True)
+                    row = {"mixer": mixer, "repeat": rep, **json.loads(out.stdout.strip().splitlines()[-1])}
+                    runs.append(row)
+                    print(f"{mixer:9s} {frames:5d} frames  {row['total_s']:7.1f}s  peak {row['peak_rss_mb']:.0f} MB  "
+                          f"s/frame first/last tenth: wall {row['per_frame_first_tenth_s']:.3f}/"
+                          f"{row['per_frame_last_tenth_s']:.3f}  cpu {row['per_frame_first_tenth_cpu_s']:.3f}/"
+                          f"{row['per_frame_last_tenth_cpu_s']:.3f}", flush=True)
+    rows = [median_row([r for r in runs if r["mixer"] == m and r["frames"] == n])
+            for n in args.frames for m in ("pom", "attention")]
     by = {(r["mixer"], r["frames"]): r for r in rows}
 
     def ratios(mixer):
@@ -128,18 +164,23 @@ def main() -> None:
             "rss_growth_mb_longest": hi["rss_end_mb"] - hi["rss_after_first_tenth_mb"] if hi else None,
             "per_frame_last_over_first_tenth_longest": (hi["per_frame_last_tenth_s"] / hi["per_frame_first_tenth_s"]
                                                         if hi and hi["per_frame_last_tenth_s"] else None),
+            "per_frame_cpu_last_over_first_tenth_longest": (
+                hi["per_frame_last_tenth_cpu_s"] / hi["per_frame_first_tenth_cpu_s"]
+                if hi and hi["per_frame_last_tenth_cpu_s"] else None),
         }
 
     summary = {"pom": ratios("pom"), "attention": ratios("attention"), "longest": max(args.frames)}
     summary["bars"] = {
         "pom_peak_rss_960_over_64_le_1.05": (summary["pom"]["peak_rss_longest_over_64"] or 9) <= 1.05,
-        "pom_last_over_first_tenth_le_1.15": (summary["pom"]["per_frame_last_over_first_tenth_longest"] or 9) <= 1.15,
+        "pom_cpu_last_over_first_tenth_le_1.15":
+            (summary["pom"]["per_frame_cpu_last_over_first_tenth_longest"] or 9) <= 1.15,
     }
     import torch
 
     report = {"benchmark": "streaming", "config": "configs/tiny.yaml", "overrides": OVERRIDES,
+              "repeats": args.repeats, "statistic": "median over repeats",
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-              "summary": summary, "rows": rows}
+              "summary": summary, "rows": rows, "runs": runs}
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "streaming.json")
     with open(path + ".tmp", "w") as f:
