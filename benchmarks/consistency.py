@@ -72,7 +72,7 @@ def main() -> None:
         jobs = [(mixer, prompt) for prompt in PROMPTS for mixer in ("pom", "attention")]
         for mixer, prompt in tqdm(jobs, desc="videos"):
             video = os.path.join(tmp, f"{mixer}-{len(reports)}.mp4")
-            generate_to_file(prompt, video, args.frames, model=models[mixer], seed=0, progress=False)
+            generate_to_file(prompt, video, args.frames, model=models[mixer], seed=0, threads=1, progress=False)
             reports[(mixer, prompt)] = evaluate_video(video, prompt)
     rows = [{"mixer": m, "prompt": p, **{k: r["summary"].get(k) for k in SUMMARY_KEYS}, "curves": r["curves"]}
             for (m, p), r in reports.items()]

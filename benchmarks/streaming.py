@@ -94,6 +94,29 @@ def median_row(repeats: list) -> dict:
     return out
 
 
+def state_megabytes(model_dir: str, frames_list: list) -> dict:
+    """Bytes of the per-layer streaming state (CFG batch of 2) after each length's latent
+    frames: constant for PoM, the growing KV cache for attention. Measured on the tensors."""
+    import torch
+
+    from videogen.pipeline import load_pipeline
+    from videogen.vae import latent_frames_for
+
+    pipe = load_pipeline(model_dir)
+    model = pipe.transformer
+    ctx = pipe.encode("a red circle moving right", guided=True)
+    h = w = pipe.config.height // 4
+    state, out, done = model.init_state(2), {}, 0
+    with torch.no_grad():
+        for frames in sorted(frames_list):
+            for _ in range(latent_frames_for(frames, 4) - done):
+                state = model.commit(torch.zeros(2, model.config.in_channels, h, w), torch.full((2,), 0.05), ctx, state)
+            done = latent_frames_for(frames, 4)
+            tensors = [t for s in state for t in list(vars(s.mixer).values()) + [s.ffn_prev] if t is not None]
+            out[str(frames)] = sum(t.numel() * t.element_size() for t in tensors) / 2**20
+    return out
+
+
 def make_models(tmp: str) -> dict:
     from videogen.pipeline import init_pipeline
 
@@ -153,6 +176,7 @@ def main() -> None:
                           f"s/frame first/last tenth: wall {row['per_frame_first_tenth_s']:.3f}/"
                           f"{row['per_frame_last_tenth_s']:.3f}  cpu {row['per_frame_first_tenth_cpu_s']:.3f}/"
                           f"{row['per_frame_last_tenth_cpu_s']:.3f}", flush=True)
+        state_mb = {mixer: state_megabytes(models[mixer], args.frames) for mixer in models}
     rows = [median_row([r for r in runs if r["mixer"] == m and r["frames"] == n])
             for n in args.frames for m in ("pom", "attention")]
     by = {(r["mixer"], r["frames"]): r for r in rows}
@@ -169,7 +193,8 @@ def main() -> None:
                 if hi and hi["per_frame_last_tenth_cpu_s"] else None),
         }
 
-    summary = {"pom": ratios("pom"), "attention": ratios("attention"), "longest": max(args.frames)}
+    summary = {"pom": ratios("pom"), "attention": ratios("attention"), "longest": max(args.frames),
+               "state_mb_by_frames": state_mb}
     summary["bars"] = {
         "pom_peak_rss_960_over_64_le_1.05": (summary["pom"]["peak_rss_longest_over_64"] or 9) <= 1.05,
         "pom_cpu_last_over_first_tenth_le_1.15":

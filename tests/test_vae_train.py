@@ -8,17 +8,18 @@ import torch
 
 from videogen.config import VAEConfig
 from videogen.errors import UsageError
-from videogen.synthetic import HELD_OUT
+from videogen.synthetic import HELD_OUT, write_shapes_dataset
 from videogen.train import list_checkpoints, read_log
 from videogen.vae import build_vae, encode_video
-from videogen.vae_train import (STATS_STREAM, ShapesClips, eval_set, load_vae_train_config, make_clips,
+from videogen.vae_train import (STATS_STREAM, DatasetClips, ShapesClips, eval_set, load_vae_train_config, make_clips,
                                 train_vae)
 
 TINY = """
 vae: {base_dim: 8, z_dim: 4, dim_mult: [1, 2, 2], num_res_blocks: 1, temperal_downsample: [true, true]}
 data: {frames: 5, size: 32}
 train: {batch_size: 2, lr: 3.0e-3, warmup_steps: 2, max_steps: 12, checkpoint_every: 6, keep_checkpoints: 2,
-        log_every: 2, eval_every: 6, eval_clips: 4, eval_frames: 9, eval_batch: 4, stats_clips: 4}
+        log_every: 2, eval_every: 6, eval_clips: 4, eval_frames: 9, eval_batch: 4, stats_clips: 4,
+        init_logvar: -6.0}
 """
 
 
@@ -90,3 +91,11 @@ def test_held_out_pairs_only_in_eval():
     videos, names = eval_set(64, 5, 32, seed=1234)
     assert videos.shape == (64, 3, 5, 32, 32) and videos.dtype == torch.uint8
     assert held <= set(names) and len(set(names)) == 21
+
+
+def test_dataset_clips_are_drawn_by_key(tmp_path):
+    data = write_shapes_dataset(tmp_path / "shapes", num=4, frames=13, size=32)
+    clips = DatasetClips(str(data), frames=9, size=32, seed=0)
+    a, b = clips.batch(3, 7, 1), clips.batch(3, 7, 2)
+    assert a.shape == (3, 3, 9, 32, 32) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, clips.batch(3, 7, 1)) and not torch.equal(a, b)

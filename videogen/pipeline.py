@@ -199,7 +199,8 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
 def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,
                      steps: Optional[int] = None, guidance: Optional[float] = None, seed: int = 0,
                      fps: Optional[int] = None, prompt_schedule: Optional[str] = None, crf: int = 18,
-                     device: str = "cpu", dtype: str = "float32", progress: bool = True) -> str:
+                     device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
+                     progress: bool = True) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF.
 
     The file appears at `output` only when complete (temporary name, then rename).
@@ -230,6 +231,10 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     if prompt_schedule:
         parse_prompt_schedule(prompt_schedule)
     resolve_device_dtype(device, dtype)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, not {threads}")
+        torch.set_num_threads(threads)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
         writer.fps = fps or pipe.config.fps
