@@ -2,7 +2,8 @@
 
 Both pipelines have the same size and config (configs/tiny.yaml at 64x64), differing only
 in `model.mixer`. Where trained pipelines exist, pass them with --pom/--attention; otherwise
-the same small random pipelines are made (seed 0), which measures the machinery, not quality.
+small random pipelines are made (seed 0, zero-initialised branches opened by noise), which
+measures how each mixer's untrained dynamics hold up over 240 frames, not quality.
 Each generates the same prompts with the same seeds; `videogen.evaluate` scores them side by
 side, and the drift curves go into one PNG.
 
@@ -16,19 +17,33 @@ import json
 import os
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
+from _common import write_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ["a red circle moving right", "a blue square moving up"]
+OPEN_STD = 0.05
 SUMMARY_KEYS = ("flicker", "warping_error", "motion_smoothness", "dynamic_degree", "ssim", "psnr",
                 "drift_hist_slope", "drift_brightness_slope")
 
 
 def make_pipeline(directory: str, mixer: str) -> str:
+    """A random pipeline whose DiT actually acts: a fresh DiT is AdaLN-zero initialised and
+    predicts zero velocity, so every video would be the same decoded noise. Every parameter
+    gets N(0, OPEN_STD) added (seeded), which opens the residual branches."""
+    import torch
+
+    from videogen.model import PoMVideoDiT
     from videogen.pipeline import init_pipeline
 
     init_pipeline(directory, config=os.path.join(REPO, "configs", "tiny.yaml"),
                   overrides=["data.size=64", f"model.mixer={mixer}"], seed=0)
+    path = os.path.join(directory, "transformer")
+    model = PoMVideoDiT.from_pretrained(path)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(OPEN_STD * torch.randn(p.shape, generator=gen))
+    model.save_pretrained(path)
     return directory
 
 
@@ -78,16 +93,11 @@ def main() -> None:
             for (m, p), r in reports.items()]
     means = {m: {k: sum(r[k] for r in rows if r["mixer"] == m) / len(PROMPTS) for k in SUMMARY_KEYS
                  if all(r[k] is not None for r in rows if r["mixer"] == m)} for m in ("pom", "attention")}
-    report = {"benchmark": "consistency", "frames": args.frames, "trained": bool(args.pom and args.attention),
-              "models": {"pom": args.pom or "random tiny (configs/tiny.yaml, 64x64, seed 0)",
-                         "attention": args.attention or "random tiny (configs/tiny.yaml, 64x64, seed 0)"},
+    report = {"frames": args.frames, "trained": bool(args.pom and args.attention),
+              "models": {m: getattr(args, m) or f"random tiny (configs/tiny.yaml, 64x64, seed 0, "
+                         f"every parameter + N(0, {OPEN_STD}))" for m in ("pom", "attention")},
               "mean": means, "rows": rows}
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "consistency.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(path + ".tmp", path)
-    plot(reports, os.path.join(RESULTS, "consistency.png"))
+    write_report("consistency", report, lambda png: plot(reports, png))
     print(json.dumps(means, indent=2))
 
 

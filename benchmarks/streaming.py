@@ -20,16 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-RESULTS = os.path.join(HERE, "results")
+from _common import write_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ["data.size=64", "sampling.steps=4", "sampling.guidance=3.0"]
 
 
@@ -200,18 +199,9 @@ def main() -> None:
         "pom_cpu_last_over_first_tenth_le_1.15":
             (summary["pom"]["per_frame_cpu_last_over_first_tenth_longest"] or 9) <= 1.15,
     }
-    import torch
-
-    report = {"benchmark": "streaming", "config": "configs/tiny.yaml", "overrides": OVERRIDES,
-              "repeats": args.repeats, "statistic": "median over repeats",
-              "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__},
-              "summary": summary, "rows": rows, "runs": runs}
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, "streaming.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(report, f, indent=2)
-    os.replace(path + ".tmp", path)
-    plot(rows, os.path.join(RESULTS, "streaming.png"))
+    report = {"config": "configs/tiny.yaml", "overrides": OVERRIDES, "repeats": args.repeats,
+              "statistic": "median over repeats", "summary": summary, "rows": rows, "runs": runs}
+    write_report("streaming", report, lambda png: plot(rows, png))
     print(json.dumps(summary, indent=2))
 
 

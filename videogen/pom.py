@@ -46,6 +46,9 @@ class KVState:
     v: Optional[torch.Tensor]
 
 
+CHUNK_TOKENS = 2048  # tokens per chunk of the parallel block-causal pass
+
+
 def _init_decay_rates(channels: int) -> torch.Tensor:
     """Rates r with lambda = exp(-r): a quarter of the channels at exactly lambda = 1
     (the paper's plain running mean), the rest with half-lives log-spaced over 1..64 frames."""
@@ -76,13 +79,22 @@ class PoM(nn.Module):
         self.decay_rate = nn.Parameter(_init_decay_rates(self.state_dim)) if decay else None
 
     # --------------------------------------------------------------------- building blocks
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """h(x) = concat(p_1..p_k), p_m = p_(m-1) * gelu(W_m x). (..., D) -> (..., C)."""
+    def _powers(self, x: torch.Tensor) -> list:
+        """[p_1..p_k], p_m = p_(m-1) * gelu(W_m x), each (..., E*D)."""
         chunks = F.gelu(self.po_proj(x)).chunk(self.degree, dim=-1)
         powers = [chunks[0]]
         for chunk in chunks[1:]:
             powers.append(powers[-1] * chunk)
-        return torch.cat(powers, dim=-1)
+        return powers
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """h(x) = concat(p_1..p_k). (..., D) -> (..., C)."""
+        return torch.cat(self._powers(x), dim=-1)
+
+    def feature_sum(self, x: torch.Tensor, dim: int, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """sum over `dim` of h(x) (times `weight`, broadcast), without materialising h:
+        concatenating the small sums instead of the (..., C) features saves a full pass."""
+        return torch.cat([(p if weight is None else p * weight).sum(dim=dim) for p in self._powers(x)], dim=-1)
 
     def read(self, q: torch.Tensor, agg: torch.Tensor) -> torch.Tensor:
         """Gate the aggregate with the queries. q (B, N, D), agg broadcastable to (B, N, C)."""
@@ -100,11 +112,10 @@ class PoM(nn.Module):
 
         An all-empty context (e.g. a fully padded prompt) gives exactly 0, never NaN.
         """
-        h = self.features(x)
         if mask is None:
-            return h.mean(dim=1)
-        m = mask.to(h.dtype).unsqueeze(-1)
-        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
+            return self.feature_sum(x, dim=1) / x.shape[1]
+        m = mask.to(x.dtype).unsqueeze(-1)
+        return self.feature_sum(x, dim=1, weight=m) / m.sum(dim=1).clamp(min=1)
 
     def forward(self, q: torch.Tensor, x: Optional[torch.Tensor] = None,
                 mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -120,7 +131,11 @@ class PoM(nn.Module):
         """
         B, N, _ = x.shape
         T = N // frames
-        sums = self.features(x).view(B, frames, T, self.state_dim).sum(dim=2)  # (B, F, C)
+        # Work in chunks of whole frames: each chunk's (tokens, C) intermediates stay in
+        # cache through projection, gate and reduction, which keeps large N linear in time.
+        per_chunk = max(1, CHUNK_TOKENS // T)
+        x_chunks = x.view(B, frames, T, self.dim).split(per_chunk, dim=1)
+        sums = torch.cat([self.feature_sum(xc, dim=2) for xc in x_chunks], dim=1)  # (B, F, C)
         if self.decay_rate is None:
             agg = sums.cumsum(dim=1)
             counts = T * torch.arange(1, frames + 1, device=x.device, dtype=x.dtype)
@@ -128,8 +143,8 @@ class PoM(nn.Module):
         else:
             weights = self._decay_weights(frames, x.dtype)  # (F, F, C)
             agg = torch.einsum("fgc,bgc->bfc", weights, sums) / (T * weights.sum(dim=1))
-        q = x.view(B, frames, T, self.dim)
-        return self.read(q, agg.unsqueeze(2)).view(B, N, self.dim)
+        out = [self.read(xc, ac.unsqueeze(2)) for xc, ac in zip(x_chunks, agg.split(per_chunk, dim=1))]
+        return torch.cat(out, dim=1).view(B, N, self.dim)
 
     def _decay_weights(self, frames: int, dtype: torch.dtype) -> torch.Tensor:
         """w[f, g, c] = lambda_c^(f-g) for g <= f, else 0. (F, F, C)."""
@@ -151,7 +166,7 @@ class PoM(nn.Module):
         `commit` the returned state has the frame folded in for the frames after it.
         """
         T = x.shape[1]
-        sums = self.features(x).sum(dim=1)  # (B, C)
+        sums = self.feature_sum(x, dim=1)  # (B, C)
         lam = self.decays()
         if lam is not None:
             lam = lam.to(x.dtype)

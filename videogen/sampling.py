@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, Sequence
 
 import torch
 
@@ -26,8 +26,7 @@ from videogen.model import PoMVideoDiT, TextContext
 class SamplerSettings:
     steps: int = 8
     guidance: float = 3.0
-    context_noise: float = 0.05
-    shift: float = 3.0
+    context_noise: float = 0.05  # the sigma shift lives in the diffusers scheduler
 
 
 # ------------------------------------------------------------------------ prompt schedule

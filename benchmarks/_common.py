@@ -1,0 +1,29 @@
+"""What every benchmark script shares: where results go and how they are written."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def machine() -> dict:
+    import torch
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def write_report(name: str, report: dict, plot=None) -> str:
+    """results/NAME.json (temporary name, then rename) with the machine added, and
+    results/NAME.png through `plot(path)` when given. Returns the JSON path."""
+    os.makedirs(RESULTS, exist_ok=True)
+    path = os.path.join(RESULTS, f"{name}.json")
+    with open(path + ".tmp", "w") as f:
+        json.dump({"benchmark": name, "machine": machine(), **report}, f, indent=2)
+    os.replace(path + ".tmp", path)
+    if plot is not None:
+        plot(os.path.join(RESULTS, f"{name}.png"))
+    return path
