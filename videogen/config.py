@@ -139,13 +139,13 @@ def _check_keys(given: Any, schema: Any, prefix: str = "") -> None:
             _check_keys(value, sub, f"{prefix}{key}.")
 
 
-def load_config(path: Optional[str] = None, overrides: Optional[list] = None) -> Config:
-    """Read `path` (YAML) and `overrides` (['train.lr=1e-4', ...]) into a validated Config."""
-    base = OmegaConf.structured(Config)
+def load_structured(schema: type, path: Optional[str], overrides: Optional[list], example: str):
+    """Read `path` (YAML) and `overrides` (['train.lr=1e-4', ...]) into dataclass `schema`,
+    rejecting unknown keys with the nearest known one. `example` names a config for errors."""
     layers = []
     if path is not None:
         if not os.path.isfile(path):
-            raise UsageError(f"config file '{path}' not found; pass a YAML file such as configs/tiny.yaml")
+            raise UsageError(f"config file '{path}' not found; pass a YAML file such as {example}")
         try:
             layers.append(OmegaConf.load(path))
         except Exception as err:  # yaml errors come in many types
@@ -155,14 +155,19 @@ def load_config(path: Optional[str] = None, overrides: Optional[list] = None) ->
             raise UsageError(f"override '{item}' must look like key=value, e.g. train.lr=1e-4")
     if overrides:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-    defaults = Config()
+    defaults = schema()
     for layer in layers:
         _check_keys(OmegaConf.to_container(layer, resolve=True), defaults)
     try:
-        merged = OmegaConf.merge(base, *layers)
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
     except OmegaConfBaseException as err:
         raise UsageError(f"bad config value: {str(err).splitlines()[0]}") from None
-    cfg: Config = OmegaConf.to_object(merged)
+    return OmegaConf.to_object(merged)
+
+
+def load_config(path: Optional[str] = None, overrides: Optional[list] = None) -> Config:
+    """Read `path` (YAML) and `overrides` (['train.lr=1e-4', ...]) into a validated Config."""
+    cfg: Config = load_structured(Config, path, overrides, example="configs/tiny.yaml")
     validate(cfg)
     return cfg
 

@@ -41,12 +41,9 @@ from typing import Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
-from videogen.config import VAEConfig, _check_keys
+from videogen.config import VAEConfig, load_structured
 from videogen.data import VideoTextDataset, clip_to_tensor
 from videogen.errors import UsageError
 from videogen.synthetic import HELD_OUT, MOTIONS, allowed_pairs, dataset_plan, render_clip
@@ -121,26 +118,7 @@ class VAERunConfig:
 
 def load_vae_train_config(path: Optional[str] = None, overrides: Optional[list] = None) -> VAERunConfig:
     """Read `path` (YAML) and `overrides` (['train.lr=1e-4', ...]) into a validated VAERunConfig."""
-    layers = []
-    if path is not None:
-        if not os.path.isfile(path):
-            raise UsageError(f"config file '{path}' not found; pass a YAML file such as configs/shapes_vae.yaml")
-        try:
-            layers.append(OmegaConf.load(path))
-        except Exception as err:  # yaml errors come in many types
-            raise UsageError(f"config file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
-    for item in overrides or []:
-        if "=" not in item:
-            raise UsageError(f"override '{item}' must look like key=value, e.g. train.lr=1e-4")
-    if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
-    for layer in layers:
-        _check_keys(OmegaConf.to_container(layer, resolve=True), VAERunConfig())
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(VAERunConfig), *layers)
-    except OmegaConfBaseException as err:
-        raise UsageError(f"bad config value: {str(err).splitlines()[0]}") from None
-    cfg: VAERunConfig = OmegaConf.to_object(merged)
+    cfg: VAERunConfig = load_structured(VAERunConfig, path, overrides, example="configs/shapes_vae.yaml")
     check_vae_train_config(cfg)
     return cfg
 
