@@ -43,7 +43,7 @@ def test_streaming_step_matches_block_causal(decay):
     for f in range(frames):
         xf = x[:, f * T:(f + 1) * T]
         out, _ = pom.step(xf, state)
-        _, state = pom.step(xf, state, commit=True)
+        state = pom.commit(xf, state)
         assert (out - par[:, f * T:(f + 1) * T]).abs().max().item() <= 1e-5
     assert state.sums.shape == (2, pom.state_dim)  # constant-size state
 

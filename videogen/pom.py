@@ -183,6 +183,11 @@ class PoM(nn.Module):
         out = self.read(x, (new.sums / new.counts).unsqueeze(1))
         return out, (new if commit else None)
 
+    def commit(self, x: torch.Tensor, state: PoMState) -> PoMState:
+        """Fold a finished frame x (B, T, D) into the state (the DiT gets output and state
+        from one `step(..., commit=True)` pass instead)."""
+        return self.step(x, state, commit=True)[1]
+
 
 class Attention(nn.Module):
     """Multi-head SDPA attention with the PoM API: the baseline every benchmark compares against.
@@ -245,6 +250,9 @@ class Attention(nn.Module):
             k, v = torch.cat([state.k, k], dim=2), torch.cat([state.v, v], dim=2)
         out = self._merge(F.scaled_dot_product_attention(self._split(self.q(x)), k, v))
         return out, (KVState(k=k, v=v) if commit else None)
+
+    def commit(self, x: torch.Tensor, state: KVState) -> KVState:
+        return self.step(x, state, commit=True)[1]
 
 
 def make_mixer(kind: str, dim: int, *, degree: int = 2, expand: int = 2, heads: int = 4,
