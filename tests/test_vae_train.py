@@ -76,6 +76,32 @@ def test_train_resume_export(tiny, tmp_path):
     assert build_vae(VAEConfig(pretrained=again)).config.latents_std != [1.0] * 4
 
 
+def test_freeze_encoder(tiny, tmp_path):
+    """From train.freeze_encoder_at on, the encoder (so the latent space and its export
+    statistics) stays fixed while the decoder trains; crossing the freeze step in one run
+    or resuming after it gives the same weights."""
+    freeze = ["train.freeze_encoder_at=6", "train.eval_every=0"]
+    one = str(tmp_path / "one")
+    out = train_vae(tiny, [f"train.output_dir={one}", *freeze])
+    split = str(tmp_path / "split")
+    train_vae(tiny, [f"train.output_dir={split}", "train.stop_at_step=6", *freeze])
+    at_freeze = str(tmp_path / "at_freeze")
+    train_vae(tiny, [f"train.output_dir={split}", *freeze], resume="latest", export=at_freeze)
+    train_vae(tiny, [f"train.output_dir={split}", *freeze], resume="latest")
+
+    final, frozen = _weights(out["export"]), _weights(at_freeze)
+    encoder = [n for n in final if n.startswith(("encoder.", "quant_conv."))]
+    decoder = [n for n in final if n.startswith(("decoder.", "post_quant_conv."))]
+    assert encoder and decoder
+    for name in encoder:
+        torch.testing.assert_close(final[name], frozen[name], rtol=0, atol=0)
+    assert any(not torch.equal(final[n], frozen[n]) for n in decoder)
+    for name, tensor in _weights(os.path.join(split, "export")).items():
+        torch.testing.assert_close(tensor, final[name], rtol=0, atol=1e-6)
+    same = [build_vae(VAEConfig(pretrained=d)).config for d in (out["export"], at_freeze)]
+    assert same[0].latents_mean == same[1].latents_mean and same[0].latents_std == same[1].latents_std
+
+
 def test_config_errors(tiny):
     with pytest.raises(UsageError, match="did you mean 'train.lr'"):
         load_vae_train_config(tiny, ["train.lrr=1"])

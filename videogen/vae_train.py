@@ -47,7 +47,7 @@ from videogen.config import VAEConfig, load_structured
 from videogen.data import VideoTextDataset, clip_to_tensor
 from videogen.errors import UsageError
 from videogen.synthetic import HELD_OUT, MOTIONS, allowed_pairs, dataset_plan, render_clip
-from videogen.train import (JsonlLog, TrainState, _mix_seed, _prepare_output_dir, _setup_logging, _use_cpu,
+from videogen.train import (STATE_FILE, JsonlLog, TrainState, _mix_seed, _prepare_output_dir, _setup_logging, _use_cpu,
                             find_resume_dir, save_checkpoint)
 from videogen.vae import (StreamingDecoder, build_vae, check_video_size, decode_latents, encode_video,
                           vae_factors)
@@ -106,6 +106,11 @@ class VAETrainConfig:
     # diffusers' init. That init (logvar ~ 0) buries the latent mean in unit noise, and with a
     # tiny KL weight the encoder spends thousands of steps shrinking it: start where it ends.
     init_logvar: Optional[float] = None
+    # From this step on only the decoder side (post_quant_conv, decoder) trains: the encoder
+    # and so the latent space (and its export statistics) stay fixed, so a DiT can train on
+    # latents cached from an export at or after this step while the decoder keeps
+    # sharpening, and the later decoder drops into its pipeline. 0 = never freeze.
+    freeze_encoder_at: int = 0
 
 
 @dataclass
@@ -138,7 +143,7 @@ def check_vae_train_config(cfg: VAERunConfig) -> None:
                  "stats_clips"):
         if getattr(t, name) < 1:
             raise UsageError(f"train.{name} must be at least 1, not {getattr(t, name)}")
-    for name in ("warmup_steps", "stop_at_step", "checkpoint_every", "eval_every"):
+    for name in ("warmup_steps", "stop_at_step", "checkpoint_every", "eval_every", "freeze_encoder_at"):
         if getattr(t, name) < 0:
             raise UsageError(f"train.{name} must be >= 0 (0 disables it), not {getattr(t, name)}")
     if not t.lr > 0:
@@ -221,11 +226,19 @@ class Reconstruction(torch.nn.Module):
     def __init__(self, vae):
         super().__init__()
         self.vae = vae
+        self.encoder_frozen = False
+
+    def freeze_encoder(self) -> None:
+        """Stop training encoder and quant_conv (and skip their backward)."""
+        for module in (self.vae.encoder, self.vae.quant_conv):
+            module.requires_grad_(False)
+        self.encoder_frozen = True
 
     def forward(self, video: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
         """video (B, 3, F, H, W) -> (reconstruction (B, 3, F, H, W), mean, logvar (B, z, F', h, w))."""
         vae = self.vae
-        posterior = vae.encode(video).latent_dist
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
+            posterior = vae.encode(video).latent_dist
         x = vae.post_quant_conv(posterior.sample(generator=generator))
         cache = [None] * vae._cached_conv_counts["decoder"]
         frames = [vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0)
@@ -396,8 +409,12 @@ def train_vae(config_path: Optional[str], overrides: Optional[list] = None, resu
         accelerator.end_training()
 
 
-def _setup(cfg: VAERunConfig, accelerator) -> tuple:
-    """(model, optimizer, scheduler, state), prepared and registered for checkpointing."""
+def _setup(cfg: VAERunConfig, accelerator, start_step: int = 0) -> tuple:
+    """(model, optimizer, scheduler, state), prepared and registered for checkpointing.
+
+    `start_step`: the step the run resumes at; the encoder is frozen before wrapping
+    (DDP must know which parameters train) if that is at or after train.freeze_encoder_at.
+    """
     from accelerate.utils import set_seed
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
@@ -409,6 +426,8 @@ def _setup(cfg: VAERunConfig, accelerator) -> tuple:
         with torch.no_grad():  # quant_conv outputs (mean, logvar), z channels each
             vae.quant_conv.bias[vae.config.z_dim:] = t.init_logvar
     model = Reconstruction(vae)
+    if t.freeze_encoder_at and start_step >= t.freeze_encoder_at:
+        model.freeze_encoder()
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
                                   weight_decay=t.weight_decay)
     n = accelerator.num_processes  # a prepared scheduler steps once per process per step
@@ -430,7 +449,7 @@ def _check_sizes(cfg: VAERunConfig, vae) -> None:
 def _train(cfg: VAERunConfig, accelerator, resume: Optional[str]) -> dict:
     t = cfg.train
     resume_dir = _prepare_output_dir(accelerator, t.output_dir, resume)
-    model, optimizer, scheduler, state = _setup(cfg, accelerator)
+    model, optimizer, scheduler, state = _setup(cfg, accelerator, _checkpoint_step(resume_dir))
     if resume_dir:
         accelerator.load_state(resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
@@ -456,6 +475,13 @@ def _train(cfg: VAERunConfig, accelerator, resume: Optional[str]) -> dict:
     return result
 
 
+def _checkpoint_step(path: Optional[str]) -> int:
+    if not path:
+        return 0
+    with open(os.path.join(path, STATE_FILE)) as f:
+        return int(json.load(f)["step"])
+
+
 def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, evals, eval_videos) -> None:
     from tqdm.auto import tqdm
 
@@ -468,6 +494,13 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
     end = min(t.max_steps, t.stop_at_step or t.max_steps)
     started = tick = time.time()
     while state.step < end:
+        if t.freeze_encoder_at and state.step == t.freeze_encoder_at and not accelerator.unwrap_model(model).encoder_frozen:
+            if accelerator.num_processes > 1:  # DDP fixes its parameter set when wrapping
+                save_checkpoint(accelerator, cfg, state.step)
+                logger.info("step %d: the encoder freezes here; rerun with --resume latest to go on", state.step)
+                break
+            accelerator.unwrap_model(model).freeze_encoder()
+            logger.info("step %d: encoder frozen, training the decoder only", state.step)
         video = clips.batch(t.batch_size, TRAIN_STREAM, state.step, rank).to(device)
         g = torch.Generator(device=device).manual_seed(_mix_seed(t.seed, state.step, rank))
         with accelerator.autocast():
