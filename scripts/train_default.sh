@@ -8,35 +8,50 @@
 #
 #   mkdir -p runs && nohup bash scripts/train_default.sh > runs/train_default.log 2>&1 &
 #
+# The VAE trains whole up to train.freeze_encoder_at (configs/shapes_vae.yaml); from there
+# its latent space is fixed, so the DiT trains on latents cached from that export while the
+# decoder alone goes on sharpening, the two side by side on one core each. The finished
+# pipeline takes the final decoder (same encoder, same latent statistics).
 # The tokenizer is trained on the shapes caption vocabulary and the T5 encoder is a small
 # random, frozen one (built by `build_components` from configs/shapes.yaml's text section).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-VAE=runs/shapes_vae/export
-DIT_ARGS=(configs/shapes.yaml "vae.pretrained=$VAE" "train.output_dir=runs/default")
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+FREEZE=$(python -c "from videogen.vae_train import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
+LATENTS=runs/shapes_vae/export-latents  # the VAE at the freeze step: defines the DiT's latents
+VAE=runs/shapes_vae/export              # the final VAE (same encoder, sharper decoder)
+DIT_ARGS=(configs/shapes.yaml "vae.pretrained=$LATENTS" "train.output_dir=runs/default")
 
 # 1. data: 33-frame 64x64 clips, held-out colour-shape pairs left out
 if [ ! -f data/shapes/metadata.csv ]; then
-  videogen data shapes --out data/shapes --num 4000 --frames 33 --size 64 --seed 0
+  OMP_NUM_THREADS=2 videogen data shapes --out data/shapes --num 4000 --frames 33 --size 64 --seed 0
 fi
 
-# 2. the video VAE (resumes; exports runs/shapes_vae/export when done)
-if [ ! -f "$VAE/config.json" ]; then
-  bash scripts/train_vae.sh
+# 2. the VAE up to the freeze step, and its export (which fixes the latent space)
+if [ ! -f "$LATENTS/config.json" ]; then
+  OMP_NUM_THREADS=2 videogen train-vae configs/shapes_vae.yaml "train.stop_at_step=$FREEZE" --resume latest
+  videogen train-vae configs/shapes_vae.yaml --resume "$(printf 'runs/shapes_vae/checkpoint-%06d' "$FREEZE")" \
+    --export "$LATENTS"
 fi
 
 # 3. VAE latents + text embeddings, once
-if [ ! -d cache/shapes ]; then
-  videogen cache "${DIT_ARGS[@]}"
+if [ ! -f cache/shapes/index.json ]; then
+  OMP_NUM_THREADS=2 videogen cache "${DIT_ARGS[@]}"
 fi
 
-# 4. the PoM DiT (resumes from the newest checkpoint)
-videogen train "${DIT_ARGS[@]}" --resume latest
+# 4. side by side: the decoder (resumes; exports $VAE when done) and the PoM DiT (resumes)
+if [ ! -f "$VAE/config.json" ]; then
+  OMP_NUM_THREADS=1 bash scripts/train_vae.sh > runs/shapes_vae/decoder.log 2>&1 &
+  DECODER=$!
+fi
+OMP_NUM_THREADS=1 videogen train "${DIT_ARGS[@]}" --resume latest
+if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
 
-# 5. ship: the EMA pipeline becomes package data
+# 5. ship: the EMA pipeline with the final VAE becomes package data
 rm -rf videogen/default_model.tmp
 cp -r runs/default/pipeline videogen/default_model.tmp
+rm -rf videogen/default_model.tmp/vae && cp -r "$VAE" videogen/default_model.tmp/vae
+rm -f videogen/default_model.tmp/vae/eval.json
 rm -rf videogen/default_model && mv videogen/default_model.tmp videogen/default_model
 du -sh videogen/default_model
 echo "default model written to videogen/default_model"

@@ -82,6 +82,16 @@ def test_exact_resume_matches_a_straight_run(data, straight):
     assert second["step"] == 6
     assert_same_run(straight, out)
 
+    # --export: a checkpoint's EMA pipeline, without training (here the last: the final one).
+    exported = data["root"] / "exported"
+    done = train(TINY, data["overrides"] + [f"train.output_dir={out}"], export=str(exported))
+    assert done["step"] == 6 and done["pipeline"] == str(exported)
+    name = os.path.join("transformer", "diffusion_pytorch_model.safetensors")
+    assert max_diff(load_file(exported / name), load_file(out / "pipeline" / name)) == 0
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [1, 2, 3, 4, 5, 6]  # nothing trained
+    with pytest.raises(UsageError, match="no checkpoint"):
+        train(TINY, data["overrides"] + [f"train.output_dir={data['root'] / 'empty'}"], export=str(exported))
+
 
 def test_kill_during_checkpoint_write_keeps_the_previous_one(data, straight):
     out = data["root"] / "killed"

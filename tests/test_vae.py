@@ -115,3 +115,19 @@ def test_frames_to_uint8():
     frames = frames_to_uint8(video)
     assert frames.shape == (1, 4, 1, 2, 3) and frames.dtype == np.uint8
     assert frames[0, :, 0, 0, 0].tolist() == [0, 128, 255, 255]
+
+
+def test_onednn_conv3d_is_scoped_and_exact(vae, latents):
+    """The decoder's oneDNN route gives the reference pixels and leaves no patch behind."""
+    from videogen.vae import _onednn_conv3d
+
+    x = vae.post_quant_conv(latents[:, :, :1])
+    with torch.no_grad():
+        reference = vae.decoder(x, feat_cache=[None] * vae._cached_conv_counts["decoder"], feat_idx=[0],
+                                first_chunk=True)
+        with _onednn_conv3d(vae.decoder):
+            assert torch.backends.mkldnn.is_available() and "_conv_forward" in vae.decoder.conv_in.__dict__
+            fast = vae.decoder(x, feat_cache=[None] * vae._cached_conv_counts["decoder"], feat_idx=[0],
+                               first_chunk=True)
+    assert "_conv_forward" not in vae.decoder.conv_in.__dict__
+    assert (fast - reference).abs().max().item() <= 1e-5

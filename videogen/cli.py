@@ -186,6 +186,7 @@ def _add_train(sub) -> None:
               videogen train configs/shapes.yaml
               videogen train configs/shapes.yaml train.max_steps=2000 train.batch_size=4
               videogen train configs/shapes.yaml --resume latest
+              videogen train configs/shapes.yaml --export runs/shapes/now   # newest checkpoint -> pipeline
               accelerate launch --num_processes 8 -m videogen train configs/shapes.yaml
               accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m videogen train configs/tiny.yaml
             """
@@ -194,13 +195,15 @@ def _add_train(sub) -> None:
     p.add_argument("config", help="training YAML config")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
     p.add_argument("--resume", default=None, metavar="latest|DIR", help="resume from the latest checkpoint or a checkpoint directory")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="train nothing: write the pipeline of a checkpoint (--resume, default the latest) to DIR")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> None:
     from videogen.train import train
 
-    train(args.config, args.overrides, resume=args.resume)
+    train(args.config, args.overrides, resume=args.resume, export=args.export)
 
 
 # --------------------------------------------------------------------------------- eval

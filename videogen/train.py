@@ -469,9 +469,12 @@ def read_log(path: str) -> list:
 
 
 # ============================================================================ training
-def train(config_path: Optional[str], overrides: Optional[list] = None, resume: Optional[str] = None) -> dict:
+def train(config_path: Optional[str], overrides: Optional[list] = None, resume: Optional[str] = None,
+          export: Optional[str] = None) -> dict:
     """Train from a YAML config + key=value overrides; resume=None, "latest" or a checkpoint dir.
 
+    With `export`, train nothing: write the pipeline of a checkpoint (`resume`, default the
+    latest; EMA weights where kept) to that directory, e.g. to score it while a run goes on.
     Returns {"step", "loss" (last logged), "output_dir", "pipeline"}.
     """
     cfg = load_config(config_path, overrides)
@@ -480,12 +483,17 @@ def train(config_path: Optional[str], overrides: Optional[list] = None, resume: 
     _check_world(accelerator)
     _setup_logging(accelerator)
     try:
-        return _train(cfg, accelerator, resume)
+        if export is not None:
+            resume = resume or "latest"
+            if not list_checkpoints(cfg.train.output_dir) and resume == "latest":
+                raise UsageError(f"no checkpoint in train.output_dir '{cfg.train.output_dir}' to export; "
+                                 "train first, or pass --resume DIR")
+        return _train(cfg, accelerator, resume, export)
     finally:
         accelerator.end_training()
 
 
-def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
+def _train(cfg: Config, accelerator, resume: Optional[str], export: Optional[str] = None) -> dict:
     from accelerate.utils import DistributedType, set_seed
 
     t = cfg.train
@@ -514,6 +522,9 @@ def _train(cfg: Config, accelerator, resume: Optional[str]) -> dict:
     if resume_dir:
         accelerator.load_state(resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
+    if export is not None:
+        pipeline_dir = _finish(cfg, accelerator, model, ema, state, components, dataset, export)
+        return {"step": state.step, "loss": None, "output_dir": out, "pipeline": pipeline_dir}
     accelerator.init_trackers("videogen", config=_hparams(cfg))  # a no-op off the main process
     log = JsonlLog(os.path.join(out, "log.jsonl"), state.step, accelerator.is_main_process)
     stream = BatchStream(accelerator, loader, dataset, start=state.step * t.grad_accum)
@@ -684,13 +695,14 @@ def write_sample(cfg: Config, accelerator, model, ema, components: dict, step: i
     accelerator.wait_for_everyone()
 
 
-def _finish(cfg: Config, accelerator, model, ema, state, components, dataset) -> str:
+def _finish(cfg: Config, accelerator, model, ema, state, components, dataset,
+            pipeline_dir: Optional[str] = None) -> str:
     from accelerate.utils import gather_object
 
     from videogen.pipeline import save_pipeline
 
     out = cfg.train.output_dir
-    pipeline_dir = os.path.join(out, "pipeline")
+    pipeline_dir = pipeline_dir or os.path.join(out, "pipeline")
     net = _export_transformer(accelerator, model, ema)
     skips = gather_object([dataset.skips.items]) if isinstance(dataset, VideoTextDataset) else []
     if accelerator.is_main_process:
@@ -699,7 +711,8 @@ def _finish(cfg: Config, accelerator, model, ema, state, components, dataset) ->
         parts = {k: _freeze(v, "cpu", torch.float32) if isinstance(v, torch.nn.Module) else v
                  for k, v in dict(components, transformer=net).items()}
         save_pipeline(_pipeline(cfg, parts, parts["transformer"]), pipeline_dir)
-        logger.info("wrote the pipeline (%s weights) to %s", "EMA" if ema else "raw", pipeline_dir)
+        logger.info("wrote the pipeline (%s weights, step %d) to %s", "EMA" if ema else "raw", state.step,
+                    pipeline_dir)
         if isinstance(dataset, VideoTextDataset):
             for items in skips:
                 dataset.skips.merge((w, r, m) for w, (r, m) in items.items())
