@@ -16,14 +16,14 @@ def machine() -> dict:
             "torch_threads": torch.get_num_threads()}
 
 
-def write_report(name: str, report: dict, plot=None) -> str:
+def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -> str:
     """results/NAME.json (temporary name, then rename) with the machine added, and
     results/NAME.png through `plot(path)` when given. Returns the JSON path."""
-    os.makedirs(RESULTS, exist_ok=True)
-    path = os.path.join(RESULTS, f"{name}.json")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{name}.json")
     with open(path + ".tmp", "w") as f:
         json.dump({"benchmark": name, "machine": machine(), **report}, f, indent=2)
     os.replace(path + ".tmp", path)
     if plot is not None:
-        plot(os.path.join(RESULTS, f"{name}.png"))
+        plot(os.path.join(directory, f"{name}.png"))
     return path

@@ -8,6 +8,7 @@ frames. Writes results/default_quality.json (rates, bars, one row per prompt) an
 results/default_quality.png, a contact sheet of frames 0, 60, 120, 180, 239 of 8 prompts.
 
     python benchmarks/default_quality.py [--model DIR] [--frames 240] [--workers 2]
+    python benchmarks/default_quality.py --model runs/default/now --every 4 --frames 96 --out runs/default/quick
 
 Workers are processes of one thread each (the 2-core machine runs two prompts at once).
 """
@@ -105,7 +106,7 @@ def sheet_indices(prompts: list[str]) -> list[int]:
     return chosen
 
 
-def plot_sheet(path: str, prompts: list[str], rows: list[dict], sheets: dict) -> None:
+def plot_sheet(path: str, prompts: list[str], rows: list[dict], sheets: dict, frames: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,10 +124,10 @@ def plot_sheet(path: str, prompts: list[str], rows: list[dict], sheets: dict) ->
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"frame {SHEET_FRAMES[c]}", fontsize=8)
+                ax.set_title(f"frame {min(SHEET_FRAMES[c], frames - 1)}", fontsize=8)
         held = " (held out)" if row["held_out"] else ""
         axes[r, 0].set_ylabel(f"{prompts[i].removeprefix('a ')}{held}\ncol/shp/dir {marks}", fontsize=6)
-    fig.suptitle("embedded default model, 240 frames per prompt", fontsize=9)
+    fig.suptitle(f"{frames} frames per prompt", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -138,13 +139,14 @@ def main() -> None:
     parser.add_argument("--prompts", default=PROMPTS, help="one prompt per line")
     parser.add_argument("--frames", type=int, default=240)
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N prompts (a quick look)")
+    parser.add_argument("--every", type=int, default=1, help="every K-th prompt only (a quick look mid-training)")
     parser.add_argument("--name", default="default_quality", help="results/NAME.json and NAME.png")
+    parser.add_argument("--out", default=RESULTS, help="directory for NAME.json and NAME.png (default: results/)")
     args = parser.parse_args()
 
     with open(args.prompts) as f:
         prompts = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    prompts = prompts[: args.limit] if args.limit else prompts
+    prompts = prompts[:: args.every]
     want_sheet = set(sheet_indices(prompts))
     jobs = [(i, p, i, args.frames) for i, p in enumerate(prompts)]
     rows: list = [None] * len(jobs)
@@ -165,7 +167,7 @@ def main() -> None:
                        "moving_at_end": MOVING_BAR},
         **summarise(rows), "videos_scored": rows,
     }
-    path = write_report(args.name, report, lambda p: plot_sheet(p, prompts, rows, sheets))
+    path = write_report(args.name, report, lambda p: plot_sheet(p, prompts, rows, sheets, args.frames), args.out)
     rates = report["rates"]
     print(f"{path}: colour {rates['all']['colour']:.2f} shape {rates['all']['shape']:.2f} "
           f"direction {rates['all']['direction']:.2f} presence {rates['all']['presence']:.3f}; "
@@ -173,7 +175,7 @@ def main() -> None:
           f"shape {rates['held_out'].get('shape', float('nan')):.2f} "
           f"direction {rates['held_out'].get('direction', float('nan')):.2f}; "
           f"all bars: {report['passes_all_bars']}")
-    print(os.path.join(RESULTS, f"{args.name}.png"))
+    print(os.path.join(args.out, f"{args.name}.png"))
 
 
 if __name__ == "__main__":

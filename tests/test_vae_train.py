@@ -102,6 +102,21 @@ def test_freeze_encoder(tiny, tmp_path):
     assert same[0].latents_mean == same[1].latents_mean and same[0].latents_std == same[1].latents_std
 
 
+def test_resume_at_a_new_peak_lr(tiny, tmp_path):
+    """A checkpoint carries its schedule; train.lr given on resume becomes the new peak."""
+    out = str(tmp_path / "lr")
+    train_vae(tiny, [f"train.output_dir={out}", "train.stop_at_step=6"])
+    old = {r["step"]: r["lr"] for r in read_log(os.path.join(out, "log.jsonl")) if "lr" in r}
+    train_vae(tiny, [f"train.output_dir={out}", "train.lr=1.0e-3"], resume="latest")
+    new = {r["step"]: r["lr"] for r in read_log(os.path.join(out, "log.jsonl")) if "lr" in r}
+    assert all(new[s] == pytest.approx(old[s]) for s in old)  # the log before the resume is kept
+    straight = str(tmp_path / "straight")
+    train_vae(tiny, [f"train.output_dir={straight}", "train.lr=1.0e-3"])
+    ref = {r["step"]: r["lr"] for r in read_log(os.path.join(straight, "log.jsonl")) if "lr" in r}
+    for step in (8, 10, 12):  # the same cosine factor, times the new peak
+        assert new[step] == pytest.approx(ref[step], rel=1e-6)
+
+
 def test_config_errors(tiny):
     with pytest.raises(UsageError, match="did you mean 'train.lr'"):
         load_vae_train_config(tiny, ["train.lrr=1"])

@@ -453,6 +453,7 @@ def _train(cfg: VAERunConfig, accelerator, resume: Optional[str]) -> dict:
     if resume_dir:
         accelerator.load_state(resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
+        _set_peak_lr(scheduler, t.lr)
     clips = make_clips(cfg)
     main = accelerator.is_main_process
     evals = EvalFile(os.path.join(t.output_dir, EVAL_FILE), state.step, main)
@@ -473,6 +474,20 @@ def _train(cfg: VAERunConfig, accelerator, resume: Optional[str]) -> dict:
         result["export"] = _export_and_evaluate(cfg, vae, clips, export_dir_of(cfg), state.step)
     accelerator.wait_for_everyone()
     return result
+
+
+def _set_peak_lr(scheduler, lr: float) -> None:
+    """Make train.lr the schedule's peak on resume (a checkpoint carries the old one), so a
+    run that spikes can go on at a lower rate: the rate now is lr x the schedule's factor."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate wraps the LambdaLR
+    if all(math.isclose(base, lr) for base in inner.base_lrs):
+        return
+    logger.info("train.lr changed on resume: peak %.3g -> %.3g", inner.base_lrs[0], lr)
+    inner.base_lrs = [lr] * len(inner.base_lrs)
+    for group, factor in zip(inner.optimizer.param_groups, inner.lr_lambdas):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(inner.last_epoch)
+    inner._last_lr = [g["lr"] for g in inner.optimizer.param_groups]
 
 
 def _checkpoint_step(path: Optional[str]) -> int:

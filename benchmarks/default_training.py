@@ -1,0 +1,150 @@
+"""Training record of the embedded default model: logs, loss curves, checkpoint scores.
+
+Reads the run directories of scripts/train_default.sh (runs/shapes_vae, runs/default),
+copies their log.jsonl files into results/logs/ (runs/ is not committed), and writes
+results/default_training.json and .png: the VAE's train/eval PSNR, the DiT's flow-matching
+loss, and the shapes-scorer rates of the DiT checkpoints scored along the way
+(runs/default/quick/step-*.json, written by `--score`).
+
+    python benchmarks/default_training.py                   # report from the logs so far
+    python benchmarks/default_training.py --score [--every 6 --frames 120]
+        # also export the newest DiT checkpoint and score it on every 6th prompt first
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from _common import RESULTS, write_report
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VAE_RUN = os.path.join(REPO, "runs", "shapes_vae")
+DIT_RUN = os.path.join(REPO, "runs", "default")
+QUICK = os.path.join(DIT_RUN, "quick")
+LOGS = os.path.join(RESULTS, "logs")
+
+
+def read_jsonl(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def score_newest(every: int, frames: int, workers: int) -> None:
+    """Export the newest DiT checkpoint's EMA pipeline and score it (quick subset)."""
+    sys.path.insert(0, REPO)
+    from videogen.train import list_checkpoints
+
+    done = list_checkpoints(DIT_RUN)
+    if not done:
+        print("no DiT checkpoint yet")
+        return
+    step = done[-1][0]
+    name = f"step-{step:06d}"
+    if os.path.exists(os.path.join(QUICK, f"{name}.json")):
+        print(f"{name} already scored")
+        return
+    export = os.path.join(DIT_RUN, "export-now")
+    vae = os.path.join(VAE_RUN, "export-latents")
+    subprocess.run([sys.executable, "-m", "videogen", "train", os.path.join(REPO, "configs", "shapes.yaml"),
+                    f"vae.pretrained={vae}", f"train.output_dir={DIT_RUN}", "--export", export,
+                    "--resume", done[-1][1]], check=True, cwd=REPO)
+    subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "default_quality.py"), "--model", export,
+                    "--every", str(every), "--frames", str(frames), "--workers", str(workers),
+                    "--name", name, "--out", QUICK], check=True, cwd=REPO)
+
+
+def checkpoint_scores() -> list[dict]:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(QUICK, "step-*.json"))):
+        with open(path) as f:
+            report = json.load(f)
+        rates = report["rates"]
+        rows.append({"step": int(os.path.basename(path)[5:11]), "videos": report["videos"],
+                     "frames": report["frames"],
+                     **{k: rates["all"][k] for k in ("colour", "shape", "direction", "presence", "moving_at_end")}})
+    return rows
+
+
+def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    ax = axes[0]
+    train = [(r["step"], r["psnr"]) for r in vae_log if "psnr" in r]
+    evals = [(r["step"], r["eval_psnr"]) for r in vae_log if "eval_psnr" in r]
+    if train:
+        ax.plot(*zip(*train), lw=0.6, alpha=0.5, label="train batch")
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval: 64 clips x 33 frames")
+    ax.axhline(30, color="grey", ls="--", lw=0.8, label="30 dB bar")
+    ax.set(xlabel="step", ylabel="PSNR (dB)", title="VAE reconstruction")
+    ax.legend(fontsize=7)
+    ax = axes[1]
+    loss = [(r["step"], r["loss"]) for r in dit_log if "loss" in r]
+    if loss:
+        steps, values = map(np.asarray, zip(*loss))
+        ax.plot(steps, values, lw=0.5, alpha=0.4, label="per log step")
+        k = max(1, len(values) // 40)
+        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+        ax.set_yscale("log")
+    ax.set(xlabel="step", ylabel="flow-matching MSE", title="PoM DiT training loss")
+    ax.legend(fontsize=7)
+    ax = axes[2]
+    if scores:
+        steps = [s["step"] for s in scores]
+        for key in ("colour", "shape", "direction", "presence", "moving_at_end"):
+            ax.plot(steps, [s[key] if s[key] is not None else np.nan for s in scores], "o-", label=key)
+    ax.set(xlabel="step", ylabel="share", ylim=(0, 1.05), title="checkpoints, shapes scorer (quick subset)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--score", action="store_true", help="score the newest DiT checkpoint first")
+    parser.add_argument("--every", type=int, default=6)
+    parser.add_argument("--frames", type=int, default=120)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.score:
+        score_newest(args.every, args.frames, args.workers)
+
+    vae_log = read_jsonl(os.path.join(VAE_RUN, "log.jsonl"))
+    dit_log = read_jsonl(os.path.join(DIT_RUN, "log.jsonl"))
+    scores = checkpoint_scores()
+    os.makedirs(LOGS, exist_ok=True)
+    for src, dst in ((os.path.join(VAE_RUN, "log.jsonl"), "vae_log.jsonl"),
+                     (os.path.join(DIT_RUN, "log.jsonl"), "dit_log.jsonl"),
+                     (os.path.join(VAE_RUN, "eval.json"), "vae_eval.json")):
+        if os.path.exists(src):
+            shutil.copyfile(src, os.path.join(LOGS, dst))
+    evals = [r for r in vae_log if "eval_psnr" in r]
+    losses = [r for r in dit_log if "loss" in r]
+    report = {
+        "vae": {"steps": max((r["step"] for r in vae_log), default=0),
+                "eval_psnr": [(r["step"], round(r["eval_psnr"], 2)) for r in evals]},
+        "dit": {"steps": max((r["step"] for r in dit_log), default=0),
+                "loss_last_100_logs": (sum(r["loss"] for r in losses[-100:]) / len(losses[-100:])) if losses else None,
+                "checkpoint_scores": scores},
+        "logs": "results/logs/ (copies of runs/*/log.jsonl)",
+    }
+    print(write_report("default_training", report, lambda p: plot(p, vae_log, dit_log, scores)))
+
+
+if __name__ == "__main__":
+    main()
