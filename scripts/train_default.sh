@@ -53,10 +53,4 @@ OMP_NUM_THREADS=1 videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
 
 # 4. ship: the EMA pipeline with the final VAE becomes package data
-rm -rf videogen/default_model.tmp
-cp -r runs/default/pipeline videogen/default_model.tmp
-rm -rf videogen/default_model.tmp/vae && cp -r "$VAE" videogen/default_model.tmp/vae
-rm -f videogen/default_model.tmp/vae/eval.json
-rm -rf videogen/default_model && mv videogen/default_model.tmp videogen/default_model
-du -sh videogen/default_model
-echo "default model written to videogen/default_model"
+bash scripts/ship_default.sh

@@ -428,6 +428,7 @@ def _setup(cfg: VAERunConfig, accelerator, start_step: int = 0) -> tuple:
     model = Reconstruction(vae)
     if t.freeze_encoder_at and start_step >= t.freeze_encoder_at:
         model.freeze_encoder()
+        logger.info("encoder frozen (train.freeze_encoder_at=%d): training the decoder only", t.freeze_encoder_at)
     optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
                                   weight_decay=t.weight_decay)
     n = accelerator.num_processes  # a prepared scheduler steps once per process per step
