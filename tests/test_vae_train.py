@@ -102,6 +102,17 @@ def test_freeze_encoder(tiny, tmp_path):
     assert same[0].latents_mean == same[1].latents_mean and same[0].latents_std == same[1].latents_std
 
 
+def test_image_batch_and_foreground_loss(tiny, tmp_path):
+    """Single frames beside the clips, and the foreground term: both logged, loss falls."""
+    out = str(tmp_path / "img")
+    train_vae(tiny, [f"train.output_dir={out}", "data.image_batch=3", "loss.foreground=1.0", "train.eval_every=0"])
+    rows = [r for r in read_log(os.path.join(out, "log.jsonl")) if "loss" in r]
+    assert all(r["image_psnr"] > 0 and r["fg"] > 0 for r in rows)
+    assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], rows
+    with pytest.raises(UsageError, match="image_batch"):
+        train_vae(tiny, [f"train.output_dir={out}-bad", "data.image_batch=-1"])
+
+
 def test_resume_at_a_new_peak_lr(tiny, tmp_path):
     """A checkpoint carries its schedule; train.lr given on resume becomes the new peak."""
     out = str(tmp_path / "lr")

@@ -28,7 +28,9 @@ Shapes: B batch, F pixel frames, F' latent frames, z latent channels, H x W pixe
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
 import json
 import logging
 import math
@@ -56,7 +58,7 @@ from videogen.vae import (StreamingDecoder, build_vae, check_video_size, decode_
 logger = logging.getLogger("videogen")
 
 # Independent random streams, mixed into every seed.
-TRAIN_STREAM, STATS_STREAM, EVAL_STREAM = 0x7A1, 0x57A, 0xE7A
+TRAIN_STREAM, STATS_STREAM, EVAL_STREAM, IMAGE_STREAM = 0x7A1, 0x57A, 0xE7A, 0x1A6
 EVAL_FILE = "eval.json"
 
 
@@ -67,6 +69,9 @@ class VAEDataConfig:
     frames: int = 17  # pixel frames per training clip, 1+4k
     size: int = 64
     holdout: str = "default"  # rendered clips: leave out the held-out pairs (default) or not (none)
+    # Single frames (other clips') trained beside each batch of clips, as image+video VAEs
+    # are: 1/frames of a clip's cost each, so a step sees many more objects and colours.
+    image_batch: int = 0
 
 
 @dataclass
@@ -150,6 +155,8 @@ def check_vae_train_config(cfg: VAERunConfig) -> None:
                  "stats_clips"):
         if getattr(t, name) < 1:
             raise UsageError(f"train.{name} must be at least 1, not {getattr(t, name)}")
+    if cfg.data.image_batch < 0:
+        raise UsageError(f"data.image_batch must be >= 0 (0 disables it), not {cfg.data.image_batch}")
     for name in ("warmup_steps", "stop_at_step", "checkpoint_every", "eval_every", "freeze_encoder_at"):
         if getattr(t, name) < 0:
             raise UsageError(f"train.{name} must be >= 0 (0 disables it), not {getattr(t, name)}")
@@ -201,8 +208,9 @@ class DatasetClips:
         return torch.stack([self.dataset[int(i)]["video"] for i in index])
 
 
-def make_clips(cfg: VAERunConfig):
-    d = cfg.data
+def make_clips(cfg: VAERunConfig, frames: Optional[int] = None):
+    """The training clips of cfg.data (`frames` overrides data.frames: 1 for single frames)."""
+    d = dataclasses.replace(cfg.data, frames=frames or cfg.data.frames)
     if d.dataset:
         logger.info("training clips from the dataset %s", d.dataset)
         return DatasetClips(d.dataset, d.frames, d.size, cfg.train.seed)
@@ -537,7 +545,8 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
     rank, device = accelerator.process_index, accelerator.device
     bar = tqdm(total=t.max_steps, initial=state.step, desc="train-vae", unit="step",
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    keys = ("loss", "l1", "mse", "edge", "kl", "fg", "psnr")
+    keys = ("loss", "l1", "mse", "edge", "kl", "fg", "psnr", "image_psnr")
+    images = make_clips(cfg, frames=1) if cfg.data.image_batch else None
     window = torch.zeros(len(keys) + 1, device=device)  # sums since the last log, then the count
     end = min(t.max_steps, t.stop_at_step or t.max_steps)
     started = tick = time.time()
@@ -551,10 +560,21 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
             logger.info("step %d: encoder frozen, training the decoder only", state.step)
         video = clips.batch(t.batch_size, TRAIN_STREAM, state.step, rank).to(device)
         g = torch.Generator(device=device).manual_seed(_mix_seed(t.seed, state.step, rank))
-        with accelerator.autocast():
-            recon, mean, logvar = model(video, generator=g)
-        terms = loss_terms(recon, video, mean, logvar, cfg.loss)
-        accelerator.backward(terms["loss"])
+        # with images, two backward passes: DDP syncs gradients on the second only
+        with accelerator.no_sync(model) if images is not None else contextlib.nullcontext():
+            with accelerator.autocast():
+                recon, mean, logvar = model(video, generator=g)
+            terms = loss_terms(recon, video, mean, logvar, cfg.loss)
+            accelerator.backward(terms["loss"])
+        terms["image_psnr"] = torch.zeros((), device=device)
+        if images is not None:
+            image = images.batch(cfg.data.image_batch, IMAGE_STREAM, state.step, rank).to(device)
+            with accelerator.autocast():
+                recon_i, mean_i, logvar_i = model(image, generator=g)
+            image_terms = loss_terms(recon_i, image, mean_i, logvar_i, cfg.loss)
+            accelerator.backward(image_terms["loss"])
+            terms["loss"] = terms["loss"] + image_terms["loss"].detach()
+            terms["image_psnr"] = psnr(recon_i.detach().clamp(-1, 1), image).mean()
         if t.grad_clip > 0:
             accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
         optimizer.step()
