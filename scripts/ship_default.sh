@@ -7,9 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-LATENTS=runs/shapes_vae/export-latents
+FREEZE=$(python -c "from videogen.vae_train import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
 PIPE=runs/default/pipeline
 VAE=runs/shapes_vae/export
+LATENTS=$VAE  # the VAE the DiT was trained with (as in train_default.sh)
+if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi
 if [ "${1:-}" = "--latest" ]; then
   PIPE=runs/default/export-now
   VAE=runs/shapes_vae/export-now

@@ -18,8 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 FREEZE=$(python -c "from videogen.vae_train import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
-LATENTS=runs/shapes_vae/export-latents  # the VAE at the freeze step: defines the DiT's latents
-VAE=runs/shapes_vae/export              # the final VAE (same encoder, sharper decoder)
+VAE=runs/shapes_vae/export              # the final VAE
+LATENTS=$VAE                            # the VAE whose latents the DiT learns
+if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi  # the VAE at the freeze step
 DIT_ARGS=(configs/shapes.yaml "vae.pretrained=$LATENTS" "train.output_dir=runs/default")
 
 # 1. data: 33-frame 64x64 clips, held-out colour-shape pairs left out
@@ -27,17 +28,25 @@ if [ ! -f data/shapes/metadata.csv ]; then
   OMP_NUM_THREADS=2 videogen data shapes --out data/shapes --num 4000 --frames 33 --size 64 --seed 0
 fi
 
-# 2. the VAE up to the freeze step, and its export (which fixes the latent space). The
-#    phases are the ones the shipped VAE went through (configs/shapes_vae.yaml holds the
-#    last): 9-frame clips first (cheap), then 17-frame clips (the decoder's steady state),
-#    then a lower peak rate after a loss spike at step 1000. A phase already done is a no-op.
+# 2. the VAE, in the phases the shipped one went through (configs/shapes_vae.yaml holds the
+#    last; each earlier phase overrides what differed): 9-frame clips first (cheap), then
+#    17-frame clips (the decoder's steady state), a lower peak rate after a loss spike at
+#    step 1000, the foreground loss from 1250, single frames beside the clips from 1500.
+#    A phase already done is a no-op. With train.freeze_encoder_at set, the VAE stops there
+#    and is exported: that fixes the DiT's latent space, and the decoder trains on in step 3.
 vae_phase() { OMP_NUM_THREADS=2 videogen train-vae configs/shapes_vae.yaml "$@" --resume latest; }
 if [ ! -f "$LATENTS/config.json" ]; then
-  vae_phase train.stop_at_step=750 data.frames=9 train.batch_size=4 train.lr=1.0e-3
-  vae_phase train.stop_at_step=1000 train.lr=1.0e-3
-  vae_phase "train.stop_at_step=$FREEZE"
-  videogen train-vae configs/shapes_vae.yaml --resume "$(printf 'runs/shapes_vae/checkpoint-%06d' "$FREEZE")" \
-    --export "$LATENTS"
+  vae_phase train.stop_at_step=750 data.frames=9 train.batch_size=4 train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
+  vae_phase train.stop_at_step=1000 train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
+  vae_phase train.stop_at_step=1250 loss.foreground=0 data.image_batch=0
+  vae_phase train.stop_at_step=1500 data.image_batch=0
+  if [ "$FREEZE" -gt 0 ]; then
+    vae_phase "train.stop_at_step=$FREEZE"
+    videogen train-vae configs/shapes_vae.yaml --resume "$(printf 'runs/shapes_vae/checkpoint-%06d' "$FREEZE")" \
+      --export "$LATENTS"
+  else
+    OMP_NUM_THREADS=2 bash scripts/train_vae.sh
+  fi
 fi
 
 # 3. side by side on one core each: the decoder (resumes; exports $VAE when done), and
