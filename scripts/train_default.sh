@@ -31,15 +31,18 @@ fi
 # 2. the VAE, in the phases the shipped one went through (configs/shapes_vae.yaml holds the
 #    last; each earlier phase overrides what differed): 9-frame clips first (cheap), then
 #    17-frame clips (the decoder's steady state), a lower peak rate after a loss spike at
-#    step 1000, the foreground loss from 1250, single frames beside the clips from 1500.
+#    step 1000, the foreground loss from 1250, single frames beside the clips from 1500,
+#    cache warm-ups of up to 64 frames before each clip from 2000.
 #    A phase already done is a no-op. With train.freeze_encoder_at set, the VAE stops there
 #    and is exported: that fixes the DiT's latent space, and the decoder trains on in step 3.
 vae_phase() { OMP_NUM_THREADS=2 videogen train-vae configs/shapes_vae.yaml "$@" --resume latest; }
 if [ ! -f "$LATENTS/config.json" ]; then
-  vae_phase train.stop_at_step=750 data.frames=9 train.batch_size=4 train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
-  vae_phase train.stop_at_step=1000 train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
-  vae_phase train.stop_at_step=1250 loss.foreground=0 data.image_batch=0
-  vae_phase train.stop_at_step=1500 data.image_batch=0
+  OLD=(train.batch_size=3 data.warmup_chunks=0 train.eval_long_clips=0)
+  vae_phase train.stop_at_step=750 "${OLD[@]}" data.frames=9 train.batch_size=4 train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
+  vae_phase train.stop_at_step=1000 "${OLD[@]}" train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
+  vae_phase train.stop_at_step=1250 "${OLD[@]}" loss.foreground=0 data.image_batch=0
+  vae_phase train.stop_at_step=1500 "${OLD[@]}" data.image_batch=0
+  vae_phase train.stop_at_step=2000 "${OLD[@]}"
   if [ "$FREEZE" -gt 0 ]; then
     vae_phase "train.stop_at_step=$FREEZE"
     videogen train-vae configs/shapes_vae.yaml --resume "$(printf 'runs/shapes_vae/checkpoint-%06d' "$FREEZE")" \

@@ -105,8 +105,11 @@ def test_freeze_encoder(tiny, tmp_path):
 def test_image_batch_and_foreground_loss(tiny, tmp_path):
     """Single frames beside the clips, and the foreground term: both logged, loss falls."""
     out = str(tmp_path / "img")
-    train_vae(tiny, [f"train.output_dir={out}", "data.image_batch=3", "loss.foreground=1.0", "train.eval_every=0"])
-    rows = [r for r in read_log(os.path.join(out, "log.jsonl")) if "loss" in r]
+    train_vae(tiny, [f"train.output_dir={out}", "data.image_batch=3", "loss.foreground=1.0", "data.warmup_chunks=2",
+                     "train.eval_long_clips=2", "train.eval_long_frames=17"])
+    log = read_log(os.path.join(out, "log.jsonl"))
+    rows = [r for r in log if "loss" in r]
+    assert [r["step"] for r in log if "eval_psnr_long" in r] == [6, 12]
     assert all(r["image_psnr"] > 0 and r["fg"] > 0 for r in rows)
     assert rows[-1]["loss"] < 0.7 * rows[0]["loss"], rows
     with pytest.raises(UsageError, match="image_batch"):
@@ -151,3 +154,28 @@ def test_dataset_clips_are_drawn_by_key(tmp_path):
     a, b = clips.batch(3, 7, 1), clips.batch(3, 7, 2)
     assert a.shape == (3, 3, 9, 32, 32) and a.min() >= -1 and a.max() <= 1
     assert torch.equal(a, clips.batch(3, 7, 1)) and not torch.equal(a, b)
+
+
+def test_reconstruction_chunks_and_warmup(monkeypatch):
+    """The training forward is AutoencoderKLWan's encode/decode, chunk by chunk; with a
+    warm-up it returns exactly the frames after it, from the same caches."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    from videogen.vae_train import Reconstruction, warmup_frames
+
+    monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
+    torch.manual_seed(0)
+    vae = build_vae(VAEConfig(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], temperal_downsample=[True, True]))
+    video = torch.rand(1, 3, 17, 32, 32) * 2 - 1
+    rec = Reconstruction(vae)
+    with torch.no_grad():
+        full = vae.decode(vae.encode(video).latent_dist.mode()).sample
+        ours, mean, _ = rec(video)
+        assert (ours.clamp(-1, 1) - full).abs().max().item() <= 1e-5
+        assert mean.shape == (1, 4, 5, 8, 8)
+        tail, tail_mean, _ = rec(video, warmup=2)
+    assert tail.shape[2] == 17 - warmup_frames(2) == 12 and tail_mean.shape[2] == 3
+    assert (tail - ours[:, :, warmup_frames(2):]).abs().max().item() <= 1e-5
+    tail, _, _ = rec(video, warmup=2)  # with gradient: it reaches the weights through the trained frames only
+    tail.sum().backward()
+    assert vae.decoder.conv_out.weight.grad is not None and vae.encoder.conv_in.weight.grad is not None

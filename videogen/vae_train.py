@@ -44,7 +44,7 @@ from typing import Optional
 import numpy as np
 import torch
 import torch.nn.functional as F
-from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
 
 from videogen.config import VAEConfig, load_structured
 from videogen.data import VideoTextDataset, clip_to_tensor
@@ -58,7 +58,7 @@ from videogen.vae import (StreamingDecoder, build_vae, check_video_size, decode_
 logger = logging.getLogger("videogen")
 
 # Independent random streams, mixed into every seed.
-TRAIN_STREAM, STATS_STREAM, EVAL_STREAM, IMAGE_STREAM = 0x7A1, 0x57A, 0xE7A, 0x1A6
+TRAIN_STREAM, STATS_STREAM, EVAL_STREAM, IMAGE_STREAM, WARMUP_STREAM = 0x7A1, 0x57A, 0xE7A, 0x1A6, 0x3A7
 EVAL_FILE = "eval.json"
 
 
@@ -72,6 +72,12 @@ class VAEDataConfig:
     # Single frames (other clips') trained beside each batch of clips, as image+video VAEs
     # are: 1/frames of a clip's cost each, so a step sees many more objects and colours.
     image_batch: int = 0
+    # Up to this many latent frames (4 pixel frames each) before each training clip, run
+    # without gradient to fill the causal caches (the count drawn per step, 0..this).
+    # The caches reach back ~20 latent frames, so clips of 17 frames never showed the VAE
+    # its steady state: at step 1750 colours were right through frame 16 and drifted after
+    # (blue to purple, yellow to white by frame 32), and generation decodes 61 latents.
+    warmup_chunks: int = 0
 
 
 @dataclass
@@ -112,6 +118,10 @@ class VAETrainConfig:
     eval_clips: int = 64
     eval_frames: int = 33
     eval_seed: int = 1234
+    # Also PSNR over a few long clips, logged as eval_psnr_long: generation decodes 61 latent
+    # frames for 240 pixel frames, far past eval_frames. 0 clips: off.
+    eval_long_clips: int = 0
+    eval_long_frames: int = 129
     eval_batch: int = 8
     stats_clips: int = 128  # training clips for latents_mean / latents_std
     # Posterior log-variance a fresh VAE starts from (the bias of its quant_conv); null keeps
@@ -151,10 +161,15 @@ def check_vae_train_config(cfg: VAERunConfig) -> None:
     if d.dataset is not None and not os.path.exists(d.dataset):
         raise UsageError(f"data.dataset '{d.dataset}' not found; make one with `videogen data shapes "
                          "--out data/shapes --num 2000`, or set data.dataset=null to render clips on the fly")
+    if t.eval_long_clips < 0 or t.eval_long_frames < 1 or (t.eval_long_frames - 1) % 4:
+        raise UsageError("train.eval_long_clips must be >= 0 and train.eval_long_frames 1+4k (e.g. 129), not "
+                         f"{t.eval_long_clips} and {t.eval_long_frames}")
     for name in ("batch_size", "max_steps", "keep_checkpoints", "log_every", "eval_clips", "eval_batch",
                  "stats_clips"):
         if getattr(t, name) < 1:
             raise UsageError(f"train.{name} must be at least 1, not {getattr(t, name)}")
+    if cfg.data.warmup_chunks < 0:
+        raise UsageError(f"data.warmup_chunks must be >= 0 (0 disables it), not {cfg.data.warmup_chunks}")
     if cfg.data.image_batch < 0:
         raise UsageError(f"data.image_batch must be >= 0 (0 disables it), not {cfg.data.image_batch}")
     for name in ("warmup_steps", "stop_at_step", "checkpoint_every", "eval_every", "freeze_encoder_at"):
@@ -210,7 +225,7 @@ class DatasetClips:
 
 def make_clips(cfg: VAERunConfig, frames: Optional[int] = None):
     """The training clips of cfg.data (`frames` overrides data.frames: 1 for single frames)."""
-    d = dataclasses.replace(cfg.data, frames=frames or cfg.data.frames)
+    d = dataclasses.replace(cfg.data, frames=frames or cfg.data.frames + 4 * cfg.data.warmup_chunks)
     if d.dataset:
         logger.info("training clips from the dataset %s", d.dataset)
         return DatasetClips(d.dataset, d.frames, d.size, cfg.train.seed)
@@ -249,19 +264,45 @@ class Reconstruction(torch.nn.Module):
             module.requires_grad_(False)
         self.encoder_frozen = True
 
-    def forward(self, video: torch.Tensor, generator: Optional[torch.Generator] = None) -> tuple:
-        """video (B, 3, F, H, W) -> (reconstruction (B, 3, F, H, W), mean, logvar (B, z, F', h, w))."""
+    def forward(self, video: torch.Tensor, generator: Optional[torch.Generator] = None, warmup: int = 0) -> tuple:
+        """video (B, 3, F, H, W), F = 1+4k -> (reconstruction, mean, logvar (B, z, F', h, w)).
+
+        Encoder and decoder run one latent frame (4 pixel frames; the first: 1) at a time,
+        carrying their causal caches, as `AutoencoderKLWan` does. The first `warmup` latent
+        frames run without gradient and only fill the caches: the outputs cover the frames
+        after them (pixel frames 4*warmup-3 on), so a long clip trains the steady state of
+        both caches at the cost of a forward pass over its start (truncated backprop).
+        """
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
         vae = self.vae
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.encoder_frozen):
-            posterior = vae.encode(video).latent_dist
-        x = vae.post_quant_conv(posterior.sample(generator=generator))
-        cache = [None] * vae._cached_conv_counts["decoder"]
-        frames = [vae.decoder(x[:, :, i:i + 1], feat_cache=cache, feat_idx=[0], first_chunk=i == 0)
-                  for i in range(x.shape[2])]
-        out = torch.cat(frames, 2)
+        if vae.config.patch_size is not None:
+            video = patchify(video, patch_size=vae.config.patch_size)
+        enc_cache = [None] * vae._cached_conv_counts["encoder"]
+        dec_cache = [None] * vae._cached_conv_counts["decoder"]
+        grad = torch.is_grad_enabled()
+        outs, moments = [], []
+        for i in range(1 + (video.shape[2] - 1) // 4):
+            chunk = video[:, :, :1] if i == 0 else video[:, :, 1 + 4 * (i - 1):1 + 4 * i]
+            trained = i >= warmup
+            with torch.set_grad_enabled(grad and trained and not self.encoder_frozen):
+                h = vae.quant_conv(vae.encoder(chunk, feat_cache=enc_cache, feat_idx=[0]))
+            with torch.set_grad_enabled(grad and trained):
+                z = DiagonalGaussianDistribution(h).sample(generator=generator)
+                out = vae.decoder(vae.post_quant_conv(z), feat_cache=dec_cache, feat_idx=[0], first_chunk=i == 0)
+            if trained:
+                outs.append(out)
+                moments.append(h)
+        out = torch.cat(outs, 2)
         if vae.config.patch_size is not None:
             out = unpatchify(out, patch_size=vae.config.patch_size)
-        return out, posterior.mean, posterior.logvar
+        mean, logvar = torch.chunk(torch.cat(moments, 2), 2, dim=1)
+        return out, mean, torch.clamp(logvar, -30.0, 20.0)
+
+
+def warmup_frames(warmup: int) -> int:
+    """Pixel frames whose latents `Reconstruction(..., warmup=warmup)` only warms up on."""
+    return 0 if warmup == 0 else 1 + 4 * (warmup - 1)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -499,6 +540,8 @@ def _train(cfg: VAERunConfig, accelerator, resume: Optional[str]) -> dict:
     main = accelerator.is_main_process
     evals = EvalFile(os.path.join(t.output_dir, EVAL_FILE), state.step, main)
     eval_videos = eval_set(t.eval_clips, t.eval_frames, cfg.data.size, t.eval_seed) if main else None
+    if main and t.eval_long_clips:
+        eval_videos = (*eval_videos, eval_set(t.eval_long_clips, t.eval_long_frames, cfg.data.size, t.eval_seed + 1))
     log = JsonlLog(os.path.join(t.output_dir, "log.jsonl"), state.step, main)
     vae = accelerator.unwrap_model(model).vae
     logger.info("training a VAE of %s parameters on %d process(es) (%s, %d threads), batch %d x %d frames",
@@ -559,11 +602,14 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
             accelerator.unwrap_model(model).freeze_encoder()
             logger.info("step %d: encoder frozen, training the decoder only", state.step)
         video = clips.batch(t.batch_size, TRAIN_STREAM, state.step, rank).to(device)
+        warmup = int(np.random.default_rng([t.seed, WARMUP_STREAM, state.step]).integers(cfg.data.warmup_chunks + 1))
+        video = video[:, :, :cfg.data.frames + 4 * warmup]
         g = torch.Generator(device=device).manual_seed(_mix_seed(t.seed, state.step, rank))
         # with images, two backward passes: DDP syncs gradients on the second only
         with accelerator.no_sync(model) if images is not None else contextlib.nullcontext():
             with accelerator.autocast():
-                recon, mean, logvar = model(video, generator=g)
+                recon, mean, logvar = model(video, generator=g, warmup=warmup)
+            video = video[:, :, warmup_frames(warmup):]
             terms = loss_terms(recon, video, mean, logvar, cfg.loss)
             accelerator.backward(terms["loss"])
         terms["image_psnr"] = torch.zeros((), device=device)
@@ -606,14 +652,21 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
 def _evaluate(accelerator, model, step: int, evals: EvalFile, eval_videos, log, batch: int) -> None:
     if accelerator.is_main_process:
         started = time.time()
-        result = evaluate_psnr(accelerator.unwrap_model(model).vae, *eval_videos, batch=batch)
+        vae = accelerator.unwrap_model(model).vae
+        result = evaluate_psnr(vae, *eval_videos[:2], batch=batch)
+        long = {}
+        if len(eval_videos) > 2:
+            res = evaluate_psnr(vae, *eval_videos[2], batch=batch)
+            long = {"eval_psnr_long": res["psnr"], "eval_psnr_long_foreground": res["psnr_foreground"]}
+            result["long"] = {k: res[k] for k in ("psnr", "psnr_foreground", "psnr_min", "clips", "frames")}
         evals.add(step, result)
         log.write({"step": step, "eval_psnr": result["psnr"], "eval_psnr_held_out": result["psnr_held_out"],
-                   "eval_psnr_foreground": result["psnr_foreground"],
+                   "eval_psnr_foreground": result["psnr_foreground"], **long,
                    "eval_s": round(time.time() - started, 1)})
-        logger.info("step %d: eval PSNR %.2f dB over %d clips (held-out pairs %.2f, min %.2f, objects %.2f)", step,
+        tail = f"; {result['long']['frames']}-frame clips {result['long']['psnr']:.2f}" if long else ""
+        logger.info("step %d: eval PSNR %.2f dB over %d clips (held-out pairs %.2f, min %.2f, objects %.2f)%s", step,
                     result["psnr"], result["clips"], result["psnr_held_out"] or math.nan, result["psnr_min"],
-                    result["psnr_foreground"])
+                    result["psnr_foreground"], tail)
     accelerator.wait_for_everyone()
 
 
