@@ -88,6 +88,9 @@ def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
         ax.plot(*zip(*train), lw=0.6, alpha=0.5, label="train batch")
     if evals:
         ax.plot(*zip(*evals), "o-", label="eval: 64 clips x 33 frames")
+    long = [(r["step"], r["eval_psnr_long"]) for r in vae_log if "eval_psnr_long" in r]
+    if long:
+        ax.plot(*zip(*long), "s-", label="eval: 16 clips x 129 frames")
     ax.axhline(30, color="grey", ls="--", lw=0.8, label="30 dB bar")
     ax.set(xlabel="step", ylabel="PSNR (dB)", title="VAE reconstruction")
     ax.legend(fontsize=7)
@@ -101,14 +104,20 @@ def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
         ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
         ax.set_yscale("log")
     ax.set(xlabel="step", ylabel="flow-matching MSE", title="PoM DiT training loss")
-    ax.legend(fontsize=7)
+    if loss:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "not started", ha="center", va="center", transform=ax.transAxes)
     ax = axes[2]
     if scores:
         steps = [s["step"] for s in scores]
         for key in ("colour", "shape", "direction", "presence", "moving_at_end"):
             ax.plot(steps, [s[key] if s[key] is not None else np.nan for s in scores], "o-", label=key)
     ax.set(xlabel="step", ylabel="share", ylim=(0, 1.05), title="checkpoints, shapes scorer (quick subset)")
-    ax.legend(fontsize=7)
+    if scores:
+        ax.legend(fontsize=7)
+    else:
+        ax.text(0.5, 0.5, "no checkpoint scored yet", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -137,7 +146,12 @@ def main() -> None:
     losses = [r for r in dit_log if "loss" in r]
     report = {
         "vae": {"steps": max((r["step"] for r in vae_log), default=0),
-                "eval_psnr": [(r["step"], round(r["eval_psnr"], 2)) for r in evals]},
+                "eval_psnr": [(r["step"], round(r["eval_psnr"], 2)) for r in evals],
+                "eval_psnr_foreground": [(r["step"], round(r["eval_psnr_foreground"], 2)) for r in evals
+                                         if "eval_psnr_foreground" in r],
+                "eval_psnr_129_frames": [(r["step"], round(r["eval_psnr_long"], 2)) for r in evals
+                                         if "eval_psnr_long" in r],
+                "bar_db": 30.0},
         "dit": {"steps": max((r["step"] for r in dit_log), default=0),
                 "loss_last_100_logs": (sum(r["loss"] for r in losses[-100:]) / len(losses[-100:])) if losses else None,
                 "checkpoint_scores": scores},
