@@ -483,11 +483,6 @@ def train(config_path: Optional[str], overrides: Optional[list] = None, resume: 
     _check_world(accelerator)
     _setup_logging(accelerator)
     try:
-        if export is not None:
-            resume = resume or "latest"
-            if not list_checkpoints(cfg.train.output_dir) and resume == "latest":
-                raise UsageError(f"no checkpoint in train.output_dir '{cfg.train.output_dir}' to export; "
-                                 "train first, or pass --resume DIR")
         return _train(cfg, accelerator, resume, export)
     finally:
         accelerator.end_training()
@@ -500,7 +495,9 @@ def _train(cfg: Config, accelerator, resume: Optional[str], export: Optional[str
     out = t.output_dir
     if accelerator.distributed_type == DistributedType.FSDP and t.ema_decay > 0:
         raise UsageError("EMA keeps a full copy of the weights, which FSDP avoids: set train.ema_decay=0 under FSDP")
-    resume_dir = _prepare_output_dir(accelerator, out, resume)
+    resume_dir = _prepare_output_dir(accelerator, out, "latest" if export is not None and not resume else resume)
+    if export is not None and resume_dir is None:
+        raise UsageError(f"no checkpoint in train.output_dir '{out}' to export; train first, or pass --resume DIR")
     set_seed(t.seed)  # the same initial weights on every rank
     dataset = make_dataset(cfg)
     components = load_components(cfg)

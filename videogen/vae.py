@@ -15,7 +15,6 @@ H x W pixels, h x w latent pixels (H / spatial, W / spatial).
 from __future__ import annotations
 
 import contextlib
-
 import math
 import os
 from typing import Optional

@@ -305,9 +305,15 @@ def warmup_frames(warmup: int) -> int:
     return 0 if warmup == 0 else 1 + 4 * (warmup - 1)
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-clip PSNR in dB of (B, 3, F, H, W) videos in [-1, 1] (peak = the full range)."""
-    mse = ((a.float() - b.float()) / 2).pow(2).flatten(1).mean(1)
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-clip PSNR in dB of (B, 3, F, H, W) videos in [-1, 1] (peak = the full range),
+    over the pixels where `mask` (broadcast to the videos) is true, or all of them."""
+    err = ((a.float() - b.float()) / 2).pow(2)
+    if mask is None:
+        mse = err.flatten(1).mean(1)
+    else:
+        mask = mask.expand_as(err)
+        mse = (err * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
     return 10 * torch.log10(1 / mse.clamp_min(1e-10))
 
 
@@ -361,9 +367,7 @@ def evaluate_psnr(vae, videos: torch.Tensor, names: list, batch: int = 8) -> dic
         video = videos[start:start + batch].float().div(127.5).sub(1).to(vae.device)
         recon = decode_latents(vae, encode_video(vae, video))
         scores.append(psnr(recon, video).cpu())
-        fg = foreground_mask(video).expand_as(video)
-        mse = (((recon - video) / 2).pow(2) * fg).flatten(1).sum(1) / fg.flatten(1).sum(1).clamp_min(1)
-        fg_scores.append((10 * torch.log10(1 / mse.clamp_min(1e-10))).cpu())
+        fg_scores.append(psnr(recon, video, foreground_mask(video)).cpu())
     vae.train(was_training)
     per_clip = torch.cat(scores)
     per_clip_fg = torch.cat(fg_scores)
@@ -540,14 +544,14 @@ def _train(cfg: VAERunConfig, accelerator, resume: Optional[str]) -> dict:
     main = accelerator.is_main_process
     evals = EvalFile(os.path.join(t.output_dir, EVAL_FILE), state.step, main)
     eval_videos = eval_set(t.eval_clips, t.eval_frames, cfg.data.size, t.eval_seed) if main else None
-    if main and t.eval_long_clips:
-        eval_videos = (*eval_videos, eval_set(t.eval_long_clips, t.eval_long_frames, cfg.data.size, t.eval_seed + 1))
+    long_videos = (eval_set(t.eval_long_clips, t.eval_long_frames, cfg.data.size, t.eval_seed + 1)
+                   if main and t.eval_long_clips else None)
     log = JsonlLog(os.path.join(t.output_dir, "log.jsonl"), state.step, main)
     vae = accelerator.unwrap_model(model).vae
     logger.info("training a VAE of %s parameters on %d process(es) (%s, %d threads), batch %d x %d frames",
                 f"{sum(p.numel() for p in vae.parameters()):,}", accelerator.num_processes,
                 accelerator.device, torch.get_num_threads(), t.batch_size, cfg.data.frames)
-    _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, evals, eval_videos)
+    _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, evals, eval_videos, long_videos)
     result = {"step": state.step, "output_dir": t.output_dir, "export": None,
               "psnr": (evals.data["latest"] or {}).get("psnr")}
     if state.step < t.max_steps:
@@ -581,7 +585,7 @@ def _checkpoint_step(path: Optional[str]) -> int:
         return int(json.load(f)["step"])
 
 
-def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, evals, eval_videos) -> None:
+def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, evals, eval_videos, long_videos) -> None:
     from tqdm.auto import tqdm
 
     t = cfg.train
@@ -641,7 +645,7 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
             window.zero_()
             tick = time.time()
         if (t.eval_every and state.step % t.eval_every == 0) or state.step == end:
-            _evaluate(accelerator, model, state.step, evals, eval_videos, log, t.eval_batch)
+            _evaluate(accelerator, model, state.step, evals, eval_videos, long_videos, log, t.eval_batch)
             tick = time.time()
         if t.checkpoint_every and (state.step % t.checkpoint_every == 0 or state.step == end):
             save_checkpoint(accelerator, cfg, state.step)
@@ -649,14 +653,14 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, state, clips, log, eval
     bar.close()
 
 
-def _evaluate(accelerator, model, step: int, evals: EvalFile, eval_videos, log, batch: int) -> None:
+def _evaluate(accelerator, model, step: int, evals: EvalFile, eval_videos, long_videos, log, batch: int) -> None:
     if accelerator.is_main_process:
         started = time.time()
         vae = accelerator.unwrap_model(model).vae
-        result = evaluate_psnr(vae, *eval_videos[:2], batch=batch)
+        result = evaluate_psnr(vae, *eval_videos, batch=batch)
         long = {}
-        if len(eval_videos) > 2:
-            res = evaluate_psnr(vae, *eval_videos[2], batch=batch)
+        if long_videos is not None:
+            res = evaluate_psnr(vae, *long_videos, batch=batch)
             long = {"eval_psnr_long": res["psnr"], "eval_psnr_long_foreground": res["psnr_foreground"]}
             result["long"] = {k: res[k] for k in ("psnr", "psnr_foreground", "psnr_min", "clips", "frames")}
         evals.add(step, result)
