@@ -23,28 +23,25 @@ LATENTS=$VAE                            # the VAE whose latents the DiT learns
 if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi  # the VAE at the freeze step
 DIT_ARGS=(configs/shapes.yaml "vae.pretrained=$LATENTS" "train.output_dir=runs/default")
 
+# 0. a fresh machine: the newest checkpoints, from git (training_state/; saved with
+#    `bash scripts/training_state.sh save` and committed before a session ends)
+bash scripts/training_state.sh restore
+
 # 1. data: 33-frame 64x64 clips, held-out colour-shape pairs left out
 if [ ! -f data/shapes/metadata.csv ]; then
   OMP_NUM_THREADS=2 videogen data shapes --out data/shapes --num 4000 --frames 33 --size 64 --seed 0
 fi
 
-# 2. the VAE, in the phases the shipped one went through (configs/shapes_vae.yaml holds the
-#    last; each earlier phase overrides what differed): 9-frame clips first (cheap), then
-#    17-frame clips (the decoder's steady state), a lower peak rate after a loss spike at
-#    step 1000, the foreground loss from 1250, single frames beside the clips from 1500,
-#    cache warm-ups of up to 64 frames before each clip from 2000.
-#    A phase already done is a no-op. With train.freeze_encoder_at set, the VAE stops there
-#    and is exported: that fixes the DiT's latent space, and the decoder trains on in step 3.
+# 2. the VAE. Up to train.freeze_encoder_at, 3 clips of 17 frames and 16 single frames a
+#    step without cache warm-up (~5 s a step on 2 cores): the encoder only ever encodes
+#    33-frame clips for the DiT. There the latent space is fixed and exported; the decoder
+#    then trains alone with configs/shapes_vae.yaml as it is (2 clips a step, each after up
+#    to 64 frames of cache warm-up, so that it holds colours over 240 frames).
+#    A phase already done is a no-op. Without train.freeze_encoder_at, the config runs whole.
 vae_phase() { OMP_NUM_THREADS=2 videogen train-vae configs/shapes_vae.yaml "$@" --resume latest; }
 if [ ! -f "$LATENTS/config.json" ]; then
-  OLD=(train.batch_size=3 data.warmup_chunks=0 train.eval_long_clips=0)
-  vae_phase train.stop_at_step=750 "${OLD[@]}" data.frames=9 train.batch_size=4 train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
-  vae_phase train.stop_at_step=1000 "${OLD[@]}" train.lr=1.0e-3 loss.foreground=0 data.image_batch=0
-  vae_phase train.stop_at_step=1250 "${OLD[@]}" loss.foreground=0 data.image_batch=0
-  vae_phase train.stop_at_step=1500 "${OLD[@]}" data.image_batch=0
-  vae_phase train.stop_at_step=2000 "${OLD[@]}"
   if [ "$FREEZE" -gt 0 ]; then
-    vae_phase "train.stop_at_step=$FREEZE"
+    vae_phase "train.stop_at_step=$FREEZE" train.batch_size=3 data.warmup_chunks=0 train.eval_long_clips=0
     videogen train-vae configs/shapes_vae.yaml --resume "$(printf 'runs/shapes_vae/checkpoint-%06d' "$FREEZE")" \
       --export "$LATENTS"
   else
@@ -52,14 +49,15 @@ if [ ! -f "$LATENTS/config.json" ]; then
   fi
 fi
 
-# 3. side by side on one core each: the decoder (resumes; exports $VAE when done), and
-#    the DiT's data (VAE latents + text embeddings, cached once) then the PoM DiT (resumes)
+# 3. the DiT's data, cached once per machine on both cores (VAE latents + text embeddings),
+#    then side by side on one core each: the decoder (resumes; exports $VAE when done) and
+#    the PoM DiT (resumes)
+if [ ! -f cache/shapes/index.json ]; then
+  OMP_NUM_THREADS=2 videogen cache "${DIT_ARGS[@]}"
+fi
 if [ ! -f "$VAE/config.json" ]; then
   OMP_NUM_THREADS=1 bash scripts/train_vae.sh >> runs/shapes_vae/decoder.log 2>&1 &
   DECODER=$!
-fi
-if [ ! -f cache/shapes/index.json ]; then
-  OMP_NUM_THREADS=1 videogen cache "${DIT_ARGS[@]}"
 fi
 OMP_NUM_THREADS=1 videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Carry the default model's training across machines through git: runs/ is not tracked and
+# a fresh machine (a new session, a CI box, a user's clone) starts without it.
+#   bash scripts/training_state.sh save      # newest complete checkpoint of each run -> training_state/
+#   bash scripts/training_state.sh restore   # training_state/ -> runs/, where runs/ has no checkpoint yet
+# `save` keeps one checkpoint per run (the newest; the previous one is replaced) with the
+# run's log.jsonl and eval.json, the VAE export the DiT's latents come from and the DiT's
+# checkpoint scores (benchmarks/default_training.py --score); commit
+# training_state/ afterwards. `restore` never overwrites a run that has a checkpoint: the
+# newer state on this machine wins. scripts/train_default.sh restores on its own.
+# The data and the DiT's latent cache are not carried: both are rebuilt from seeds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=(shapes_vae default)
+# the frozen-encoder VAE (the DiT's latent space), the scores of DiT checkpoints so far
+EXTRA=(shapes_vae/export-latents default/quick)
+
+newest() {  # the newest complete checkpoint directory of a run, or nothing
+  for d in "$1"/checkpoint-[0-9]*; do
+    if [ -f "$d/trainer_state.json" ]; then echo "$d"; fi
+  done | sort | tail -n 1
+}
+
+case "${1:-}" in
+  save)
+    for run in "${RUNS[@]}"; do
+      ckpt=$(newest "runs/$run")
+      [ -n "$ckpt" ] || continue
+      dst=training_state/$run
+      rm -rf "$dst.tmp" && mkdir -p "$dst.tmp"
+      cp -r "$ckpt" "$dst.tmp/"
+      for f in log.jsonl eval.json; do
+        if [ -f "runs/$run/$f" ]; then cp "runs/$run/$f" "$dst.tmp/"; fi
+      done
+      rm -rf "$dst" && mv "$dst.tmp" "$dst"
+      echo "saved $ckpt -> $dst"
+    done
+    for extra in "${EXTRA[@]}"; do
+      if [ -d "runs/$extra" ]; then
+        rm -rf "training_state/$extra" && cp -r "runs/$extra" "training_state/$extra"
+        echo "saved runs/$extra"
+      fi
+    done
+    du -sh training_state 2>/dev/null || echo "nothing to save: no complete checkpoint in runs/" ;;
+  restore)
+    for run in "${RUNS[@]}"; do
+      src=training_state/$run
+      if [ -z "$(newest "$src")" ] || [ -n "$(newest "runs/$run")" ]; then continue; fi
+      mkdir -p "runs/$run"
+      for f in "$src"/*; do
+        case "$(basename "$f")" in
+          checkpoint-*|log.jsonl|eval.json) cp -r "$f" "runs/$run/" ;;
+        esac
+      done
+      echo "restored $(newest "runs/$run")"
+    done
+    for extra in "${EXTRA[@]}"; do
+      if [ -d "training_state/$extra" ] && [ ! -e "runs/$extra" ]; then
+        mkdir -p "runs/$(dirname "$extra")" && cp -r "training_state/$extra" "runs/$extra"
+        echo "restored runs/$extra"
+      fi
+    done ;;
+  *) echo "usage: bash scripts/training_state.sh save|restore" >&2; exit 2 ;;
+esac
