@@ -32,16 +32,15 @@ if [ ! -f data/shapes/metadata.csv ]; then
   OMP_NUM_THREADS=2 videogen data shapes --out data/shapes --num 4000 --frames 33 --size 64 --seed 0
 fi
 
-# 2. the VAE. Up to train.freeze_encoder_at, 3 clips of 17 frames and 16 single frames a
-#    step without cache warm-up (~5 s a step on 2 cores): the encoder only ever encodes
-#    33-frame clips for the DiT. There the latent space is fixed and exported; the decoder
-#    then trains alone with configs/shapes_vae.yaml as it is (2 clips a step, each after up
-#    to 64 frames of cache warm-up, so that it holds colours over 240 frames).
-#    A phase already done is a no-op. Without train.freeze_encoder_at, the config runs whole.
+# 2. the VAE (configs/shapes_vae.yaml) up to train.freeze_encoder_at, where the latent
+#    space is fixed and exported; the decoder alone trains on in step 3. (The config's
+#    comments tell what two earlier runs taught: clip length, cache warm-up, the foreground
+#    loss, single frames, identity temporal convs.) A phase already done is a no-op.
+#    Without freeze_encoder_at the config runs whole.
 vae_phase() { OMP_NUM_THREADS=2 videogen train-vae configs/shapes_vae.yaml "$@" --resume latest; }
 if [ ! -f "$LATENTS/config.json" ]; then
   if [ "$FREEZE" -gt 0 ]; then
-    vae_phase "train.stop_at_step=$FREEZE" train.batch_size=3 data.warmup_chunks=0 train.eval_long_clips=0
+    vae_phase "train.stop_at_step=$FREEZE" train.eval_long_clips=0
     videogen train-vae configs/shapes_vae.yaml --resume "$(printf 'runs/shapes_vae/checkpoint-%06d' "$FREEZE")" \
       --export "$LATENTS"
   else

@@ -179,3 +179,27 @@ def test_reconstruction_chunks_and_warmup(monkeypatch):
     tail, _, _ = rec(video, warmup=2)  # with gradient: it reaches the weights through the trained frames only
     tail.sum().backward()
     assert vae.decoder.conv_out.weight.grad is not None and vae.encoder.conv_in.weight.grad is not None
+
+
+def test_identity_time_convs_pass_a_frame_through():
+    """Encoder: each stride-2 window keeps its middle frame; decoder: both new frames copy
+    the current one. Two 3D resampling layers each side for 4x time."""
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
+
+    from videogen.vae_train import identity_time_convs
+
+    vae = build_vae(VAEConfig(base_dim=8, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
+                              temperal_downsample=[True, True]))
+    assert identity_time_convs(vae) == 4
+    layers = [m for m in vae.modules() if isinstance(m, WanResample) and m.mode.endswith("3d")]
+    x = torch.randn(1, 1, 5, 3, 3)
+    for layer in layers:
+        c = layer.time_conv.in_channels
+        feats = x.expand(1, c, 5, 3, 3).contiguous() * torch.arange(1, c + 1.0).view(1, c, 1, 1, 1)
+        with torch.no_grad():
+            out = layer.time_conv(feats)
+        if layer.mode == "downsample3d":  # (previous chunk's last, 4 frames) -> 2 frames
+            torch.testing.assert_close(out, feats[:, :, [1, 3]])
+        else:  # causal, same length; channels [:c] and [c:] become the two frames
+            torch.testing.assert_close(out[:, :c], feats)
+            torch.testing.assert_close(out[:, c:], feats)
