@@ -131,7 +131,7 @@ class VAETrainConfig:
     # Start a fresh VAE's temporal resampling convs as identities (`identity_time_convs`):
     # each later latent frame then begins as the features of one of its pixel frames, the
     # way the first latent frame is made. With diffusers' random init the latents after the
-    # first lost the objects' hue for hundreds of steps (a colour kNN on them: 46% right at
+    # first lost the objects' hue for hundreds of steps (a colour kNN on them: 47% right at
     # step 750, against 100% on the first latent frame; decoded, every object pale blue).
     identity_time_convs: bool = False
     # From this step on only the decoder side (post_quant_conv, decoder) trains: the encoder
