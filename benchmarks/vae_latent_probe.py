@@ -30,6 +30,7 @@ sys.path.insert(0, REPO)
 
 from _common import RESULTS, write_report  # noqa: E402
 
+from videogen.config import VAEConfig  # noqa: E402
 from videogen.vae import build_vae, decode_latents, encode_video  # noqa: E402
 from videogen.vae_train import (Reconstruction, eval_set, foreground_mask, load_vae_train_config,  # noqa: E402
                                 psnr)
@@ -38,12 +39,16 @@ CLIPS, FRAMES, SEED, K = 96, 33, 99, 5
 
 
 def load(checkpoint: str):
-    cfg = load_vae_train_config(os.path.join(REPO, "configs", "shapes_vae.yaml"))
-    torch.manual_seed(0)  # 'random': the same untrained VAE every time
-    vae = build_vae(cfg.vae)
-    if checkpoint != "random":
-        from safetensors.torch import load_file
-        Reconstruction(vae).load_state_dict(load_file(os.path.join(checkpoint, "model.safetensors")))
+    """The VAE of a train-vae checkpoint, sized by the checkpoint's own config.json; or, for
+    'random', an untrained one of configs/shapes_vae.yaml's size (seeded: the same each time)."""
+    from safetensors.torch import load_file
+
+    torch.manual_seed(0)
+    if checkpoint == "random":
+        return build_vae(load_vae_train_config(os.path.join(REPO, "configs", "shapes_vae.yaml")).vae).eval()
+    with open(os.path.join(checkpoint, "config.json")) as f:
+        vae = build_vae(VAEConfig(**json.load(f)["vae"]))
+    Reconstruction(vae).load_state_dict(load_file(os.path.join(checkpoint, "model.safetensors")))
     return vae.eval()
 
 

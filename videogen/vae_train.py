@@ -549,7 +549,7 @@ def identity_time_convs(vae) -> int:
             if not isinstance(module, WanResample) or module.mode not in ("downsample3d", "upsample3d"):
                 continue
             conv = module.time_conv
-            out_ch, in_ch = conv.weight.shape[:2]
+            in_ch = conv.weight.shape[1]
             conv.weight.zero_()
             conv.bias.zero_()
             eye = torch.eye(in_ch, dtype=conv.weight.dtype)
