@@ -26,7 +26,11 @@ from _common import RESULTS, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = os.path.join(REPO, "data", "prompts_shapes.txt")
-SHEET_FRAMES = (0, 60, 120, 180, 239)
+SHEET_FRAMES = (0, 60, 120, 180, 239)  # at 240 frames; shorter runs (--frames) scale them
+
+
+def sheet_frames(frames: int) -> list[int]:
+    return [round(f * (frames - 1) / 239) for f in SHEET_FRAMES]
 # Drift at the end of the video, beyond the scorer's per-video rates.
 DARK_BACKGROUND = 20.0  # mean brightness outside the object over the last 60 frames, 0..255
 MAX_COLOUR_DRIFT = 40.0  # RGB distance, last vs first 60 frames (nearest named colours are >= 70 apart)
@@ -57,7 +61,7 @@ def _generate(job: tuple) -> tuple:
     row = score_video(video, prompt)
     row["seed"] = seed
     row["seconds"] = round(seconds, 2)
-    sheet = video[[min(f, frames - 1) for f in SHEET_FRAMES]]
+    sheet = video[sheet_frames(frames)]
     return index, row, sheet, seconds
 
 
@@ -124,7 +128,7 @@ def plot_sheet(path: str, prompts: list[str], rows: list[dict], sheets: dict, fr
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(f"frame {min(SHEET_FRAMES[c], frames - 1)}", fontsize=8)
+                ax.set_title(f"frame {sheet_frames(frames)[c]}", fontsize=8)
         held = " (held out)" if row["held_out"] else ""
         axes[r, 0].set_ylabel(f"{prompts[i].removeprefix('a ')}{held}\ncol/shp/dir {marks}", fontsize=6)
     fig.suptitle(f"{frames} frames per prompt", fontsize=9)

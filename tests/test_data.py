@@ -161,3 +161,16 @@ def test_collate_and_latent_cache_round_trip(tmp_path):
     with pytest.raises(UsageError, match="already exists"):
         LatentCacheWriter(str(tmp_path / "cache"))
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_latent_cache_fingerprint_compares_local_paths_as_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    os.makedirs("vae")
+    writer = LatentCacheWriter("cache", shard_size=2)
+    writer.add(torch.zeros(1, 4, 1, 2, 2), torch.zeros(1, 3, 8), torch.ones(1, 3, dtype=torch.bool), ["a"])
+    writer.close(uncond_text=torch.zeros(3, 8), uncond_mask=torch.zeros(3, dtype=torch.bool),
+                 fingerprint={"vae": {"pretrained": "vae"}})
+    # the same directory named from elsewhere, e.g. a benchmark passing absolute paths
+    assert len(LatentCacheDataset("cache", fingerprint={"vae": {"pretrained": str(tmp_path / "vae")}})) == 1
+    with pytest.raises(UsageError, match="built with vae="):
+        LatentCacheDataset("cache", fingerprint={"vae": {"pretrained": "other"}})

@@ -411,7 +411,17 @@ class LatentCacheDataset(Dataset):
         return state
 
 
+def _same_paths(value):
+    """Local paths compared as absolute paths: `runs/x` from the repo root is `/repo/runs/x`."""
+    if isinstance(value, dict):
+        return {k: _same_paths(v) for k, v in value.items()}
+    if isinstance(value, str) and os.path.exists(value):
+        return os.path.abspath(value)
+    return value
+
+
 def _check_fingerprint(cache_dir: str, stored: dict, expected: dict) -> None:
+    stored, expected = _same_paths(stored), _same_paths(expected)
     diff = [k for k in sorted(set(stored) | set(expected)) if stored.get(k) != expected.get(k)]
     if diff:
         k = diff[0]
