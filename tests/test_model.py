@@ -55,6 +55,36 @@ def test_streaming_equals_parallel(mixer, decay, frames):
     assert (parallel - streamed).abs().max().item() <= 1e-5
 
 
+def stream_teacher(model, context, t_context, latents, t, text, mask):
+    """What the sampler does: step each frame on the committed context frames before it."""
+    ctx = model.encode_text(text, mask)
+    state = model.init_state(latents.shape[0])
+    outs = []
+    for f in range(latents.shape[2]):
+        outs.append(model.step(latents[:, :, f], t[:, f], ctx, state))
+        state = model.commit(context[:, :, f], t_context[:, f], ctx, state)
+    return torch.stack(outs, dim=2)
+
+
+@pytest.mark.parametrize("mixer,decay", [("pom", True), ("pom", False), ("attention", True)])
+@pytest.mark.parametrize("frames", [1, 4])
+def test_teacher_forcing_equals_streaming(mixer, decay, frames):
+    """forward_teacher (training with committed context) == stream, step on commit, to 1e-5."""
+    model = make_model(mixer, decay)
+    latents, t, text, mask = make_inputs(frames)
+    context, t_context = torch.randn_like(latents), torch.full_like(t, 0.05)
+    with torch.no_grad():
+        parallel = model.forward_teacher(context, t_context, latents, t, text, mask)
+        streamed = stream_teacher(model, context, t_context, latents, t, text, mask)
+        plain = model(latents, t, text, mask)
+    assert parallel.shape == latents.shape and parallel.abs().mean() > 1e-2
+    assert (parallel - streamed).abs().max().item() <= 1e-5
+    # frame 0 has no context; later frames read the context, not the other noisy frames
+    assert (parallel[:, :, 0] - plain[:, :, 0]).abs().max().item() <= 1e-5
+    if frames > 1:
+        assert (parallel[:, :, 1:] - plain[:, :, 1:]).abs().max().item() > 1e-3
+
+
 @pytest.mark.parametrize("mixer", ["pom", "attention"])
 def test_causality_bit_identical(mixer):
     model = make_model(mixer)

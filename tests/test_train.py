@@ -155,6 +155,20 @@ def test_golden_loss_curve(data):
     assert last <= first * 2 / 3, (first, last, losses)
 
 
+def test_teacher_forced_training_learns(data):
+    """train.teacher_forcing=1: every step denoises on committed context (2x compute)."""
+    out = data["root"] / "teacher"
+    train(TINY, data["overrides"] + [f"train.output_dir={out}", "train.max_steps=30", "train.grad_accum=1",
+                                     "train.checkpoint_every=0", "train.teacher_forcing=1"])
+    losses = [r["loss"] for r in read_log(out / "log.jsonl")]
+    assert len(losses) == 30 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) <= np.mean(losses[:5]) * 2 / 3, losses
+    plain = data["root"] / "plain-1"  # same seed, same first batch, the plain forward
+    train(TINY, data["overrides"] + [f"train.output_dir={plain}", "train.max_steps=1", "train.grad_accum=1",
+                                     "train.checkpoint_every=0", "train.warmup_steps=0"])
+    assert abs(read_log(plain / "log.jsonl")[0]["loss"] - losses[0]) > 1e-4
+
+
 def run_cli(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -169,6 +183,8 @@ def test_config_mistakes_exit_2_with_the_fix(data, capsys, tmp_path):
     assert code == 2 and f"'{tmp_path / 'none.csv'}' (data.manifest) not found" in err
     code, err = run_cli(["train", TINY, *data["overrides"], "train.caption_dropout=1.5"], capsys)
     assert code == 2 and "train.caption_dropout must be in [0, 1)" in err
+    code, err = run_cli(["train", TINY, *data["overrides"], "train.teacher_forcing=1.5"], capsys)
+    assert code == 2 and "train.teacher_forcing must be in [0, 1]" in err
 
 
 def test_fresh_run_refuses_a_directory_with_checkpoints(data, straight):

@@ -112,6 +112,7 @@ class TrainConfig:
     t_logit_mean: float = 0.0
     t_logit_std: float = 1.0
     t_shift: float = 1.0  # >1 spends more training on high noise levels
+    teacher_forcing: float = 0.0  # share of steps denoised on clean context (as the sampler does), 2x cost
 
 
 @dataclass

@@ -102,6 +102,17 @@ class MixFFN(nn.Module):
         y = self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)
         return self.fc2(F.gelu(y))
 
+    def forward_pair(self, ctx: torch.Tensor, cur: torch.Tensor, grid: tuple) -> tuple:
+        """Teacher forcing: the cur stream's tap reads the ctx stream's previous frame, as a
+        streamed frame reads the last committed one. ctx, cur (B, F, T, D) -> both outputs."""
+        h_ctx, h_cur = self.fc1(ctx), self.fc1(cur)
+        h_prev = torch.cat([torch.zeros_like(h_ctx[:, :1]), h_ctx[:, :-1]], dim=1)
+        outs = []
+        for h in (h_ctx, h_cur):
+            y = self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)
+            outs.append(self.fc2(F.gelu(y)))
+        return tuple(outs)
+
     def step(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor]):
         """One frame. x (B, T, D) -> (out (B, T, D), this frame's hidden map for the state)."""
         h = self.fc1(x)
@@ -145,6 +156,20 @@ class DiTBlock(nn.Module):
         x = x + gate1 * self.self_mixer.block_causal(y, Fr).view(B, Fr, T, D)
         x = x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), _bcast(ctx)).view(B, Fr, T, D)
         return x + gate2 * self.ffn(modulate(self.norm2(x), shift2, scale2), grid)
+
+    def forward_pair(self, xc: torch.Tensor, xn: torch.Tensor, cond_c: torch.Tensor, cond_n: torch.Tensor,
+                     ctx, grid: tuple) -> tuple:
+        """Teacher forcing, parallel: xc the committed frames, xn the frames being denoised
+        (each sees xc's earlier frames). (B, F, T, D) each, conds (B, F, D) -> (xc, xn)."""
+        B, Fr, T, D = xc.shape
+        mods = [self.adaln(c).unsqueeze(2).chunk(6, dim=-1) for c in (cond_c, cond_n)]
+        ys = [modulate(self.norm1(x), m[0], m[1]).reshape(B, Fr * T, D) for x, m in zip((xc, xn), mods)]
+        ys = self.self_mixer.block_causal_pair(ys[0], ys[1], Fr)
+        xs = [x + m[2] * y.view(B, Fr, T, D) for x, m, y in zip((xc, xn), mods, ys)]
+        xs = [x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), _bcast(ctx)).view(B, Fr, T, D)
+              for x in xs]
+        ys = self.ffn.forward_pair(*[modulate(self.norm2(x), m[3], m[4]) for x, m in zip(xs, mods)], grid)
+        return tuple(x + m[5] * y for x, m, y in zip(xs, mods, ys))
 
     def step(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple, state: BlockState, commit: bool):
         """One frame. x (B, T, D), cond (B, D) -> (x, new BlockState if commit else None)."""
@@ -266,8 +291,16 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
 
     # ----------------------------------------------------------------------- parallel
     def forward(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
-                text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Velocity for every frame at once. latents (B, C, F, H, W), t (B, F) -> (B, C, F, H, W)."""
+                text_mask: Optional[torch.Tensor] = None, context: Optional[torch.Tensor] = None,
+                t_context: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Velocity for every frame at once. latents (B, C, F, H, W), t (B, F) -> (B, C, F, H, W).
+
+        Each frame sees the frames before it in `latents` (diffusion forcing), or, given
+        `context` and `t_context`, the frames before it in `context` (teacher forcing, see
+        `forward_teacher`; through `forward` so that DDP's hooks see it).
+        """
+        if context is not None:
+            return self.forward_teacher(context, t_context, latents, t, text, text_mask)
         return self.forward_with_context(latents, t, self.encode_text(text, text_mask))
 
     def forward_with_context(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext) -> torch.Tensor:
@@ -277,6 +310,21 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         for block, block_ctx in zip(self.blocks, ctx.layers):
             x = block(x, cond, block_ctx, grid)
         return self._unembed(self.final(x, cond), grid).to(latents.dtype)
+
+    def forward_teacher(self, context: torch.Tensor, t_context: torch.Tensor, latents: torch.Tensor,
+                        t: torch.Tensor, text: torch.Tensor, text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Teacher forcing in one parallel pass: the velocity of every frame of `latents` (at
+        noise t) given the frames of `context` before it (at noise t_context), which is
+        exactly what streaming computes after committing `context` frame by frame.
+        context, latents (B, C, F, H, W); t_context, t (B, F) -> (B, C, F, H, W)."""
+        ctx = self.encode_text(text, text_mask)
+        grid = self._grid(*latents.shape[-2:])
+        xc, xn = self._embed(context), self._embed(latents)
+        cond_c = self.t_embed(t_context) + ctx.pooled.unsqueeze(1)
+        cond_n = self.t_embed(t) + ctx.pooled.unsqueeze(1)
+        for block, block_ctx in zip(self.blocks, ctx.layers):
+            xc, xn = block.forward_pair(xc, xn, cond_c, cond_n, block_ctx, grid)
+        return self._unembed(self.final(xn, cond_n), grid).to(latents.dtype)
 
     # ---------------------------------------------------------------------- streaming
     def init_state(self, batch_size: int, device=None, dtype=None) -> list:

@@ -145,6 +145,29 @@ class PoM(nn.Module):
         out = [self.read(xc, ac.unsqueeze(2)) for xc, ac in zip(x_chunks, agg.split(per_chunk, dim=1))]
         return torch.cat(out, dim=1).view(B, N, self.dim)
 
+    def block_causal_pair(self, ctx: torch.Tensor, cur: torch.Tensor, frames: int) -> tuple:
+        """Teacher forcing in one parallel pass: the `ctx` stream (the frames as they are
+        committed) is block-causal as in `block_causal`; each frame of the `cur` stream (the
+        frames being denoised) sees the committed ctx frames before it and its own tokens,
+        which is what `step` sees while streaming. ctx, cur (B, N, D) -> both outputs.
+        """
+        B, N, _ = ctx.shape
+        T = N // frames
+        s_ctx = self.feature_sum(ctx.view(B, frames, T, self.dim), dim=2)  # (B, F, C)
+        s_cur = self.feature_sum(cur.view(B, frames, T, self.dim), dim=2)
+        lam = self.decays()
+        lam = torch.ones_like(s_ctx[0, 0]) if lam is None else lam.to(s_ctx.dtype)
+        past_sums, past_counts = torch.zeros_like(s_ctx[:, 0]), torch.zeros_like(lam)
+        agg_ctx, agg_cur = [], []
+        for f in range(frames):  # a scan over frames: O(F C), as in _decayed_means
+            past_sums, past_counts = lam * past_sums, lam * past_counts
+            agg_cur.append((past_sums + s_cur[:, f]) / (past_counts + T))
+            past_sums, past_counts = past_sums + s_ctx[:, f], past_counts + T
+            agg_ctx.append(past_sums / past_counts)
+        out_ctx = self.read(ctx.view(B, frames, T, self.dim), torch.stack(agg_ctx, 1).unsqueeze(2))
+        out_cur = self.read(cur.view(B, frames, T, self.dim), torch.stack(agg_cur, 1).unsqueeze(2))
+        return out_ctx.view(B, N, self.dim), out_cur.view(B, N, self.dim)
+
     def _decayed_means(self, sums: torch.Tensor, tokens: int) -> torch.Tensor:
         """A_f / N_f for every frame by a scan over frames. sums (B, F, C) -> (B, F, C).
 
@@ -240,6 +263,20 @@ class Attention(nn.Module):
         k, v = self._kv(x)
         out = F.scaled_dot_product_attention(self._split(self.q(x)), k, v, attn_mask=mask)
         return self._merge(out)
+
+    def block_causal_pair(self, ctx: torch.Tensor, cur: torch.Tensor, frames: int) -> tuple:
+        """Teacher forcing (see `PoM.block_causal_pair`): one pass over [ctx; cur] with a
+        (2N, 2N) mask: ctx frame f sees ctx frames <= f; cur frame f sees ctx frames < f
+        and cur frame f."""
+        N = ctx.shape[1]
+        frame_of = torch.arange(N, device=ctx.device) // (N // frames)
+        f_q, f_k = frame_of[:, None], frame_of[None, :]
+        mask = torch.cat([torch.cat([f_q >= f_k, torch.zeros_like(f_q >= f_k)], 1),
+                          torch.cat([f_q > f_k, f_q == f_k], 1)], 0)
+        x = torch.cat([ctx, cur], dim=1)
+        k, v = self._kv(x)
+        out = self._merge(F.scaled_dot_product_attention(self._split(self.q(x)), k, v, attn_mask=mask))
+        return out[:, :N], out[:, N:]
 
     def init_state(self, batch: int, device=None, dtype=None) -> KVState:
         return KVState(k=None, v=None)

@@ -144,6 +144,8 @@ def check_train_config(cfg: Config) -> None:
         raise UsageError(f"train.lr must be positive, not {t.lr}")
     if not 0 <= t.caption_dropout < 1:
         raise UsageError(f"train.caption_dropout must be in [0, 1), not {t.caption_dropout}")
+    if not 0 <= t.teacher_forcing <= 1:
+        raise UsageError(f"train.teacher_forcing must be in [0, 1] (a share of steps), not {t.teacher_forcing}")
     if not 0 <= t.ema_decay < 1:
         raise UsageError(f"train.ema_decay must be in [0, 1) (0 disables EMA), not {t.ema_decay}")
     if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
@@ -315,13 +317,26 @@ class Conditioner:
 
 def flow_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, cfg: Config,
               generator: torch.Generator) -> torch.Tensor:
-    """Rectified-flow MSE with diffusion forcing: one t per latent frame, (B, F)."""
+    """Rectified-flow MSE with diffusion forcing: one t per latent frame, (B, F).
+
+    With probability train.teacher_forcing the step is teacher-forced instead: every frame
+    is denoised on the clean frames before it, re-noised to sampling.context_noise, which is
+    exactly what the streaming sampler commits (twice the compute of a plain step).
+    """
     t_cfg = cfg.train
     b, _, f = latents.shape[:3]
+    teacher = t_cfg.teacher_forcing > 0 and (  # no draw when off: earlier runs resume unchanged
+        torch.rand(1, generator=generator, device=latents.device).item() < t_cfg.teacher_forcing)
     t = sample_train_t(b, f, logit_mean=t_cfg.t_logit_mean, logit_std=t_cfg.t_logit_std, shift=t_cfg.t_shift,
                        generator=generator, device=latents.device)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-    pred = model(add_noise(latents, noise, t), t, text, mask)
+    if teacher:
+        t_context = torch.full_like(t, cfg.sampling.context_noise)
+        context_noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        pred = model(add_noise(latents, noise, t), t, text, mask,
+                     context=add_noise(latents, context_noise, t_context), t_context=t_context)
+    else:
+        pred = model(add_noise(latents, noise, t), t, text, mask)
     return F.mse_loss(pred.float(), velocity_target(latents, noise).float())
 
 
