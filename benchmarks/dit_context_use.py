@@ -58,12 +58,12 @@ def measure(model: PoMVideoDiT, dataset, t_value: float, context_noise: float) -
         x, text, mask = batch["latents"].float(), batch["text"].float(), batch["text_mask"]
         t = torch.full(x.shape[:1] + x.shape[2:3], t_value)
         noise = torch.randn(x.shape, generator=g)
-        target = velocity_target(x, noise)
+        x_t, target = add_noise(x, noise, t), velocity_target(x, noise)
         t_ctx = torch.full_like(t, context_noise)
         context = add_noise(x, torch.randn(x.shape, generator=g), t_ctx)
-        pred = model(add_noise(x, noise, t), t, text, mask, context=context, t_context=t_ctx)
+        pred = model(x_t, t, text, mask, context=context, t_context=t_ctx)
         committed = committed + ((pred - target) ** 2).mean(dim=(1, 3, 4)).sum(0)
-        noisy = noisy + ((model(add_noise(x, noise, t), t, text, mask) - target) ** 2).mean(dim=(1, 3, 4)).sum(0)
+        noisy = noisy + ((model(x_t, t, text, mask) - target) ** 2).mean(dim=(1, 3, 4)).sum(0)
     committed, noisy = (committed / len(rows)).tolist(), (noisy / len(rows)).tolist()
     gain = 1 - sum(committed[1:]) / len(committed[1:]) / committed[0]
     return {"t": t_value, "clips": len(rows), "context_gain": round(gain, 4),

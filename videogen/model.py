@@ -94,24 +94,26 @@ class MixFFN(nn.Module):
             y = y + self.conv_prev(rearrange(h_prev, "m (y x) c -> m c y x", y=gh, x=gw))
         return rearrange(y, "m c y x -> m (y x) c")
 
+    def _frames(self, h: torch.Tensor, h_prev: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """Every frame's output from its hidden map and the previous frame's. (B, F, T, hidden)."""
+        return self.fc2(F.gelu(self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)))
+
+    @staticmethod
+    def _previous(h: torch.Tensor) -> torch.Tensor:
+        """Each frame's previous frame along dim 1; frame 0 sees zeros."""
+        return torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+
     def forward(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
         """Parallel over frames. x (B, F, T, D) -> (B, F, T, D)."""
-        B, Fr = x.shape[:2]
         h = self.fc1(x)
-        h_prev = torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)  # frame 0 sees zeros
-        y = self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)
-        return self.fc2(F.gelu(y))
+        return self._frames(h, self._previous(h), grid)
 
     def forward_pair(self, ctx: torch.Tensor, cur: torch.Tensor, grid: tuple) -> tuple:
         """Teacher forcing: the cur stream's tap reads the ctx stream's previous frame, as a
         streamed frame reads the last committed one. ctx, cur (B, F, T, D) -> both outputs."""
-        h_ctx, h_cur = self.fc1(ctx), self.fc1(cur)
-        h_prev = torch.cat([torch.zeros_like(h_ctx[:, :1]), h_ctx[:, :-1]], dim=1)
-        outs = []
-        for h in (h_ctx, h_cur):
-            y = self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)
-            outs.append(self.fc2(F.gelu(y)))
-        return tuple(outs)
+        h_ctx = self.fc1(ctx)
+        h_prev = self._previous(h_ctx)
+        return self._frames(h_ctx, h_prev, grid), self._frames(self.fc1(cur), h_prev, grid)
 
     def step(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor]):
         """One frame. x (B, T, D) -> (out (B, T, D), this frame's hidden map for the state)."""

@@ -330,13 +330,13 @@ def flow_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tens
     t = sample_train_t(b, f, logit_mean=t_cfg.t_logit_mean, logit_std=t_cfg.t_logit_std, shift=t_cfg.t_shift,
                        generator=generator, device=latents.device)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+    noisy = add_noise(latents, noise, t)
     if teacher:
         t_context = torch.full_like(t, cfg.sampling.context_noise)
         context_noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        pred = model(add_noise(latents, noise, t), t, text, mask,
-                     context=add_noise(latents, context_noise, t_context), t_context=t_context)
+        pred = model(noisy, t, text, mask, context=add_noise(latents, context_noise, t_context), t_context=t_context)
     else:
-        pred = model(add_noise(latents, noise, t), t, text, mask)
+        pred = model(noisy, t, text, mask)
     return F.mse_loss(pred.float(), velocity_target(latents, noise).float())
 
 
