@@ -9,6 +9,10 @@ results/default_quality.png, a contact sheet of frames 0, 60, 120, 180, 239 of 8
 
     python benchmarks/default_quality.py [--model DIR] [--frames 240] [--workers 2]
     python benchmarks/default_quality.py --model runs/default/now --every 4 --frames 96 --out runs/default/quick
+    python benchmarks/default_quality.py --model DIR --guidance 5 --context-noise 0.3   # sampler settings to try
+
+--steps, --guidance and --context-noise override the pipeline's own sampler settings (its
+model_index.json); the JSON records the settings used either way.
 
 Workers are processes of one thread each (the 2-core machine runs two prompts at once).
 """
@@ -51,12 +55,12 @@ def _init(model: str | None, threads: int) -> None:
 
 
 def _generate(job: tuple) -> tuple:
-    """(index, prompt, seed, frames) -> (index, score row, sheet frames, seconds)."""
+    """(index, prompt, seed, frames, sampler overrides) -> (index, score row, sheet frames, seconds)."""
     from videogen.shapes_scorer import score_video
 
-    index, prompt, seed, frames = job
+    index, prompt, seed, frames, overrides = job
     start = time.perf_counter()
-    video = np.stack(list(_pipe(prompt, frames, seed=seed)))
+    video = np.stack(list(_pipe(prompt, frames, seed=seed, **overrides)))
     seconds = time.perf_counter() - start
     row = score_video(video, prompt)
     row["seed"] = seed
@@ -91,6 +95,17 @@ def summarise(rows: list[dict]) -> dict:
         f"still moving in the last 60 frames >= {MOVING_BAR}": moving is not None and moving >= MOVING_BAR,
     }
     return {"rates": rates, "end_of_video": no_drift, "bars": bars, "passes_all_bars": all(bars.values())}
+
+
+def sampler_settings(model: str | None, overrides: dict) -> dict:
+    """The sampler settings the videos are made with: the pipeline's, then the overrides."""
+    import json
+
+    from videogen.pipeline import DEFAULT_MODEL_DIR
+
+    with open(os.path.join(model or DEFAULT_MODEL_DIR, "model_index.json")) as f:
+        index = json.load(f)
+    return {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
 
 
 def sheet_indices(prompts: list[str]) -> list[int]:
@@ -146,13 +161,19 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="every K-th prompt only (a quick look mid-training)")
     parser.add_argument("--name", default="default_quality", help="results/NAME.json and NAME.png")
     parser.add_argument("--out", default=RESULTS, help="directory for NAME.json and NAME.png (default: results/)")
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    parser.add_argument("--context-noise", type=float, default=None, help="commit noise level (default: the model's)")
     args = parser.parse_args()
+    overrides = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
+                                   ("context_noise", args.context_noise)) if v is not None}
+    settings = sampler_settings(args.model, overrides)
 
     with open(args.prompts) as f:
         prompts = [line.strip() for line in f if line.strip() and not line.startswith("#")]
     prompts = prompts[:: args.every]
     want_sheet = set(sheet_indices(prompts))
-    jobs = [(i, p, i, args.frames) for i, p in enumerate(prompts)]
+    jobs = [(i, p, i, args.frames, overrides) for i, p in enumerate(prompts)]
     rows: list = [None] * len(jobs)
     sheets = {}
     start = time.perf_counter()
@@ -166,7 +187,7 @@ def main() -> None:
     report = {
         "model": args.model or "embedded default (videogen/default_model)",
         "frames": args.frames, "prompts_file": os.path.relpath(args.prompts, REPO), "videos": len(rows),
-        "workers": args.workers, "wall_s": round(time.perf_counter() - start, 1),
+        "sampler": settings, "workers": args.workers, "wall_s": round(time.perf_counter() - start, 1),
         "thresholds": {"dark_background": DARK_BACKGROUND, "max_colour_drift": MAX_COLOUR_DRIFT,
                        "moving_at_end": MOVING_BAR},
         **summarise(rows), "videos_scored": rows,

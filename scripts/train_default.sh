@@ -48,15 +48,16 @@ if [ ! -f "$LATENTS/config.json" ]; then
   fi
 fi
 
-# 3. the DiT's data, cached once per machine on both cores (VAE latents + text embeddings),
-#    then side by side on one core each: the decoder (resumes; exports $VAE when done) and
-#    the PoM DiT (resumes)
-if [ ! -f cache/shapes/index.json ]; then
-  OMP_NUM_THREADS=2 videogen cache "${DIT_ARGS[@]}"
-fi
-if [ ! -f "$VAE/config.json" ]; then
+# 3. side by side on one core each: the decoder (resumes; renders its clips on the fly;
+#    exports $VAE when done) and the DiT's side: its data cached once per machine (VAE
+#    latents + text embeddings; ~35 min on one core for 4000 clips), then the PoM DiT
+#    (resumes). A decoder already running (this script restarted beside it) is left alone.
+if [ ! -f "$VAE/config.json" ] && ! pgrep -f "train-vae configs/shapes_vae.yaml" > /dev/null; then
   OMP_NUM_THREADS=1 bash scripts/train_vae.sh >> runs/shapes_vae/decoder.log 2>&1 &
   DECODER=$!
+fi
+if [ ! -f cache/shapes/index.json ]; then
+  OMP_NUM_THREADS=1 videogen cache "${DIT_ARGS[@]}"
 fi
 OMP_NUM_THREADS=1 videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi

@@ -68,6 +68,7 @@ def test_prompt_schedule_runs(tiny_model):
     (["a red circle", "-o", "/nonexistent-dir/out.mp4"], "cannot write"),
     (["a red circle", "-o", "out.avi"], "must end in"),
     (["a red circle", "--steps", "0"], "--steps must be at least 1"),
+    (["a red circle", "--context-noise", "1.5"], "--context-noise must be in [0, 1)"),
     (["x", "--prompt-schedule", "5:a;1:b"], "prompt-schedule"),
 ])
 def test_bad_input_exits_2_with_one_line(tiny_model, tmp_path, capsys, args, message):
@@ -117,3 +118,50 @@ def test_ctrl_c_mid_generation_leaves_no_file(tiny_model, tmp_path):
     assert "Traceback" not in err
     assert out.read_bytes() == b"an older video the user keeps"  # nothing already written is lost
     assert os.listdir(tmp_path) == ["out.mp4"]
+
+
+def test_outputs_get_the_mode_a_plain_write_gives(tiny_model, tmp_path):
+    """Written under a temporary name (mkstemp/mkdtemp: 0600/0700) and renamed: still 0666/0777 less the umask."""
+    from videogen.pipeline import generate_to_file
+
+    old = os.umask(0o022)
+    try:
+        out = generate_to_file("a red circle moving right", str(tmp_path / "o.mp4"), frames=5, model=tiny_model,
+                               steps=1, progress=False)
+        init_pipeline(str(tmp_path / "pipe"), config=TINY, seed=0)
+    finally:
+        os.umask(old)
+    assert os.stat(out).st_mode & 0o777 == 0o644
+    assert os.stat(tmp_path / "pipe").st_mode & 0o777 == 0o755
+
+
+def test_context_noise_override_reaches_the_sampler(tiny_model, monkeypatch):
+    import videogen.pipeline as pipeline_module
+
+    seen = []
+    real = pipeline_module.stream_latents
+
+    def recording(*args, **kwargs):
+        seen.append(args[4].context_noise)  # (model, contexts, frames, shape, settings, ...)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline_module, "stream_latents", recording)
+    pipe = load_pipeline(tiny_model)
+    list(pipe("a red circle moving right", 5, steps=1, seed=0))
+    list(pipe("a red circle moving right", 5, steps=1, seed=0, context_noise=0.6))
+    assert seen == [pipe.config.context_noise, 0.6]
+
+
+def test_first_ctrl_c_waits_for_the_frame_boundary_second_stops_at_once():
+    from videogen.pipeline import interrupt_between_frames
+
+    with interrupt_between_frames() as check:
+        check()  # nothing pressed: no-op
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # the handler has run: the frame in progress goes on
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second press raises in place
+            time.sleep(1)
+        with pytest.raises(KeyboardInterrupt):
+            check()  # and the boundary raises too
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -47,6 +47,9 @@ def _add_generate(sub) -> None:
     p.add_argument("--model", default=None, help="pipeline directory (default: the embedded shapes model)")
     p.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's; 1 disables)")
+    p.add_argument("--context-noise", type=float, default=None,
+                   help="noise level, in [0, 1), at which each finished latent frame is committed as "
+                        "context for the next (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video (default: 0)")
     p.add_argument("--fps", type=int, default=None, help="frames per second of the file (default: the model's)")
     p.add_argument("--prompt-schedule", default=None, metavar="'F:PROMPT;F:PROMPT'",
@@ -65,7 +68,7 @@ def _run_generate(args) -> None:
 
     generate_to_file(
         prompt=args.prompt, output=args.output, frames=args.frames, model=args.model,
-        steps=args.steps, guidance=args.guidance, seed=args.seed, fps=args.fps,
+        steps=args.steps, guidance=args.guidance, context_noise=args.context_noise, seed=args.seed, fps=args.fps,
         prompt_schedule=args.prompt_schedule, crf=args.crf, device=args.device, dtype=args.dtype,
         threads=args.threads,
     )

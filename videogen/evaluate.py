@@ -38,7 +38,7 @@ import numpy as np
 from videogen.errors import UsageError
 from videogen.shapes_scorer import aggregate, score_video
 from videogen.synthetic import parse_prompt
-from videogen.video_io import VideoReadError, read_video
+from videogen.video_io import VideoReadError, default_mode, read_video
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency (Sundaram et al. 2010)
@@ -450,6 +450,7 @@ def _write_atomic(path: str, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -8,9 +8,12 @@ Calling the pipeline yields RGB frames as soon as each is final, so callers can 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from dataclasses import asdict
 from typing import Iterator, Optional
 
@@ -23,6 +26,7 @@ from videogen.config import Config, load_config
 from videogen.errors import UsageError
 from videogen.model import PoMVideoDiT
 from videogen.sampling import SamplerSettings, latent_index_for_frame, parse_prompt_schedule, stream_latents
+from videogen.video_io import default_mode
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
@@ -56,9 +60,13 @@ class VideoGenPipeline(DiffusionPipeline):
     # -------------------------------------------------------------------------- frames
     @torch.no_grad()
     def __call__(self, prompt: str, num_frames: int = 240, *, steps: Optional[int] = None,
-                 guidance: Optional[float] = None, seed: int = 0, prompt_schedule: Optional[str] = None,
-                 height: Optional[int] = None, width: Optional[int] = None) -> Iterator[np.ndarray]:
-        """Yield `num_frames` RGB frames (H, W, 3) uint8, each as soon as it is decoded."""
+                 guidance: Optional[float] = None, context_noise: Optional[float] = None, seed: int = 0,
+                 prompt_schedule: Optional[str] = None, height: Optional[int] = None,
+                 width: Optional[int] = None) -> Iterator[np.ndarray]:
+        """Yield `num_frames` RGB frames (H, W, 3) uint8, each as soon as it is decoded.
+
+        steps, guidance and context_noise default to the pipeline's own (model_index.json).
+        """
         from videogen.vae import StreamingDecoder, check_video_size, frames_to_uint8, latent_frames_for, vae_factors
 
         if num_frames < 1:
@@ -67,9 +75,11 @@ class VideoGenPipeline(DiffusionPipeline):
         check_video_size(self.vae, height, width, patch_size=self.transformer.config.patch_size)
         settings = SamplerSettings(steps=steps or self.config.steps,
                                    guidance=self.config.guidance if guidance is None else guidance,
-                                   context_noise=self.config.context_noise)
+                                   context_noise=self.config.context_noise if context_noise is None else context_noise)
         if settings.steps < 1:
             raise UsageError(f"--steps must be at least 1, not {settings.steps}")
+        if not 0 <= settings.context_noise < 1:
+            raise UsageError(f"--context-noise must be in [0, 1), not {settings.context_noise}")
         temporal, spatial = vae_factors(self.vae)
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
         guided = settings.guidance != 1.0
@@ -132,6 +142,7 @@ def save_pipeline(pipe: VideoGenPipeline, directory: str) -> None:
     tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        os.chmod(tmp, default_mode(directory=True))
         if os.path.exists(directory):
             old = directory + ".old"
             os.replace(directory, old)
@@ -197,8 +208,8 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
 
 
 def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,
-                     steps: Optional[int] = None, guidance: Optional[float] = None, seed: int = 0,
-                     fps: Optional[int] = None, prompt_schedule: Optional[str] = None, crf: int = 18,
+                     steps: Optional[int] = None, guidance: Optional[float] = None,
+                     context_noise: Optional[float] = None, seed: int = 0, fps: Optional[int] = None, prompt_schedule: Optional[str] = None, crf: int = 18,
                      device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
                      progress: bool = True) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF.
@@ -224,6 +235,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         raise UsageError(f"--steps must be at least 1, not {steps}")
     if guidance is not None and guidance < 0:
         raise UsageError(f"--guidance must be >= 0, not {guidance}")
+    if context_noise is not None and not 0 <= context_noise < 1:
+        raise UsageError(f"--context-noise must be in [0, 1), not {context_noise}")
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf must be in 0..51, not {crf}")
     if fps is not None and fps < 1:
@@ -238,9 +251,41 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
         writer.fps = fps or pipe.config.fps
-        frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, seed=seed,
-                           prompt_schedule=prompt_schedule)
+        frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
+                           seed=seed, prompt_schedule=prompt_schedule)
         bar = tqdm(frames_iter, total=frames, unit="frame", desc="generating", disable=not progress)
-        for frame in bar:
-            writer.write(frame)
+        with interrupt_between_frames() as check:
+            for frame in bar:
+                writer.write(frame)
+                check()
     return output
+
+
+@contextlib.contextmanager
+def interrupt_between_frames():
+    """Ctrl-C stops generation at the next frame boundary; a second Ctrl-C stops at once.
+
+    Yields `check()`, which raises KeyboardInterrupt once Ctrl-C was pressed. A signal that
+    lands inside the MP4 muxer or a torch kernel can leave it in a state the clean-up then
+    waits on; deferred to a boundary, the writer drops its temporary file cleanly. (Off the
+    main thread, where Python delivers no signals, `check` does nothing.)
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    pressed = []
+
+    def on_sigint(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+
+    def check():
+        if pressed:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)

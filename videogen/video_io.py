@@ -271,6 +271,16 @@ def _read_frame_dir(path: str, fps, num_frames) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open() or mkdir() gives: 0o666 / 0o777 less the umask.
+
+    Outputs are written under a temporary name and renamed into place, and mkstemp and
+    mkdtemp make that name 0o600 / 0o700; without a chmod a video or a saved pipeline would
+    be private to its writer.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
 
 
 def open_writer(path: str, fps: float = 8, crf: int = 18):
@@ -334,6 +344,7 @@ class _AtomicWriter:
             if self.frames_written == 0:
                 raise ValueError(f"no frames were written to '{self.path}'")
             self._finish()
+            os.chmod(self._tmp_path, default_mode())
             os.replace(self._tmp_path, self.path)
         except BaseException:
             self.abort()
