@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -27,3 +28,21 @@ def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -
     if plot is not None:
         plot(os.path.join(directory, f"{name}.png"))
     return path
+
+
+@contextlib.contextmanager
+def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
+    """`with figure(path, 1, 3, figsize=(14, 4)) as (fig, axes):` draws with matplotlib's
+    Agg backend (no display needed) and, on leaving, lays out, saves to `path` and closes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(*subplots, figsize=figsize)
+    try:
+        yield fig, axes
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    finally:
+        plt.close(fig)

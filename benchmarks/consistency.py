@@ -17,7 +17,7 @@ import json
 import os
 import tempfile
 
-from _common import write_report
+from _common import figure, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ["a red circle moving right", "a blue square moving up"]
@@ -48,24 +48,17 @@ def make_pipeline(directory: str, mixer: str) -> str:
 
 
 def plot(reports: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_h, ax_b) = plt.subplots(1, 2, figsize=(11, 4))
-    for (mixer, prompt), rep in reports.items():
-        c = rep["curves"]
-        style = "-" if mixer == "pom" else "--"
-        ax_h.plot(c["drift_frame"], c["drift_hist"], style, marker=".", label=f"{mixer}: {prompt}")
-        ax_b.plot(c["drift_frame"], c["drift_brightness"], style, marker=".", label=f"{mixer}: {prompt}")
-    ax_h.set(xlabel="frame (window start)", ylabel="colour-histogram distance to first window", title="colour drift")
-    ax_b.set(xlabel="frame (window start)", ylabel="mean brightness change (0-255)", title="brightness drift")
-    for ax in (ax_h, ax_b):
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with figure(path, 1, 2, figsize=(11, 4), dpi=110) as (fig, (ax_h, ax_b)):
+        for (mixer, prompt), rep in reports.items():
+            c = rep["curves"]
+            style = "-" if mixer == "pom" else "--"
+            ax_h.plot(c["drift_frame"], c["drift_hist"], style, marker=".", label=f"{mixer}: {prompt}")
+            ax_b.plot(c["drift_frame"], c["drift_brightness"], style, marker=".", label=f"{mixer}: {prompt}")
+        ax_h.set(xlabel="frame (window start)", ylabel="colour-histogram distance to first window", title="colour drift")
+        ax_b.set(xlabel="frame (window start)", ylabel="mean brightness change (0-255)", title="brightness drift")
+        for ax in (ax_h, ax_b):
+            ax.grid(True, alpha=0.3)
+            ax.legend(fontsize=7)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from _common import RESULTS, write_report
+from _common import RESULTS, figure, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = os.path.join(REPO, "data", "prompts_shapes.txt")
@@ -126,30 +126,21 @@ def sheet_indices(prompts: list[str]) -> list[int]:
 
 
 def plot_sheet(path: str, prompts: list[str], rows: list[dict], sheets: dict, frames: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    order = sorted(sheets)
-    fig, axes = plt.subplots(len(order), len(SHEET_FRAMES), figsize=(1.6 * len(SHEET_FRAMES), 1.75 * len(order)))
-    axes = np.atleast_2d(axes)
-    for r, i in enumerate(order):
-        row = rows[i]
-        marks = "".join("✓" if row[k] else "✗" for k in ("colour_ok", "shape_ok", "direction_ok"))
-        for c, frame in enumerate(sheets[i]):
-            ax = axes[r, c]
-            ax.imshow(frame, interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(f"frame {sheet_frames(frames)[c]}", fontsize=8)
-        held = " (held out)" if row["held_out"] else ""
-        axes[r, 0].set_ylabel(f"{prompts[i].removeprefix('a ')}{held}\ncol/shp/dir {marks}", fontsize=6)
-    fig.suptitle(f"{frames} frames per prompt", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    with figure(path, len(order), len(SHEET_FRAMES), figsize=(1.6 * len(SHEET_FRAMES), 1.75 * len(order)), dpi=110) as (fig, axes):
+        axes = np.atleast_2d(axes)
+        for r, i in enumerate(order):
+            row = rows[i]
+            marks = "".join("✓" if row[k] else "✗" for k in ("colour_ok", "shape_ok", "direction_ok"))
+            for c, frame in enumerate(sheets[i]):
+                ax = axes[r, c]
+                ax.imshow(frame, interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if r == 0:
+                    ax.set_title(f"frame {sheet_frames(frames)[c]}", fontsize=8)
+            held = " (held out)" if row["held_out"] else ""
+            axes[r, 0].set_ylabel(f"{prompts[i].removeprefix('a ')}{held}\ncol/shp/dir {marks}", fontsize=6)
+        fig.suptitle(f"{frames} frames per prompt", fontsize=9)
 
 
 def main() -> None:

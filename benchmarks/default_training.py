@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 
-from _common import RESULTS, write_report
+from _common import RESULTS, figure, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAE_RUN = os.path.join(REPO, "runs", "shapes_vae")
@@ -74,53 +74,44 @@ def checkpoint_scores() -> list[dict]:
 
 
 def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-    ax = axes[0]
-    train = [(r["step"], r["psnr"]) for r in vae_log if "psnr" in r]
-    evals = [(r["step"], r["eval_psnr"]) for r in vae_log if "eval_psnr" in r]
-    if train:
-        ax.plot(*zip(*train), lw=0.6, alpha=0.5, label="train batch")
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval: 64 clips x 33 frames")
-    long = [(r["step"], r["eval_psnr_long"]) for r in vae_log if "eval_psnr_long" in r]
-    if long:
-        ax.plot(*zip(*long), "s-", label="eval: 16 clips x 129 frames")
-    ax.axhline(30, color="grey", ls="--", lw=0.8, label="30 dB bar")
-    ax.set(xlabel="step", ylabel="PSNR (dB)", title="VAE reconstruction")
-    ax.legend(fontsize=7)
-    ax = axes[1]
-    loss = [(r["step"], r["loss"]) for r in dit_log if "loss" in r]
-    if loss:
-        steps, values = map(np.asarray, zip(*loss))
-        ax.plot(steps, values, lw=0.5, alpha=0.4, label="per log step")
-        k = max(1, len(values) // 40)
-        smooth = np.convolve(values, np.ones(k) / k, mode="valid")
-        ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
-        ax.set_yscale("log")
-    ax.set(xlabel="step", ylabel="flow-matching MSE", title="PoM DiT training loss")
-    if loss:
+    with figure(path, 1, 3, figsize=(15, 4)) as (fig, axes):
+        ax = axes[0]
+        train = [(r["step"], r["psnr"]) for r in vae_log if "psnr" in r]
+        evals = [(r["step"], r["eval_psnr"]) for r in vae_log if "eval_psnr" in r]
+        if train:
+            ax.plot(*zip(*train), lw=0.6, alpha=0.5, label="train batch")
+        if evals:
+            ax.plot(*zip(*evals), "o-", label="eval: 64 clips x 33 frames")
+        long = [(r["step"], r["eval_psnr_long"]) for r in vae_log if "eval_psnr_long" in r]
+        if long:
+            ax.plot(*zip(*long), "s-", label="eval: 16 clips x 129 frames")
+        ax.axhline(30, color="grey", ls="--", lw=0.8, label="30 dB bar")
+        ax.set(xlabel="step", ylabel="PSNR (dB)", title="VAE reconstruction")
         ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "not started", ha="center", va="center", transform=ax.transAxes)
-    ax = axes[2]
-    if scores:
-        steps = [s["step"] for s in scores]
-        for key in ("colour", "shape", "direction", "presence", "moving_at_end"):
-            ax.plot(steps, [s[key] if s[key] is not None else np.nan for s in scores], "o-", label=key)
-    ax.set(xlabel="step", ylabel="share", ylim=(0, 1.05), title="checkpoints, shapes scorer (quick subset)")
-    if scores:
-        ax.legend(fontsize=7)
-    else:
-        ax.text(0.5, 0.5, "no checkpoint scored yet", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        ax = axes[1]
+        loss = [(r["step"], r["loss"]) for r in dit_log if "loss" in r]
+        if loss:
+            steps, values = map(np.asarray, zip(*loss))
+            ax.plot(steps, values, lw=0.5, alpha=0.4, label="per log step")
+            k = max(1, len(values) // 40)
+            smooth = np.convolve(values, np.ones(k) / k, mode="valid")
+            ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
+            ax.set_yscale("log")
+        ax.set(xlabel="step", ylabel="flow-matching MSE", title="PoM DiT training loss")
+        if loss:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not started", ha="center", va="center", transform=ax.transAxes)
+        ax = axes[2]
+        if scores:
+            steps = [s["step"] for s in scores]
+            for key in ("colour", "shape", "direction", "presence", "moving_at_end"):
+                ax.plot(steps, [s[key] if s[key] is not None else np.nan for s in scores], "o-", label=key)
+        ax.set(xlabel="step", ylabel="share", ylim=(0, 1.05), title="checkpoints, shapes scorer (quick subset)")
+        if scores:
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "no checkpoint scored yet", ha="center", va="center", transform=ax.transAxes)
 
 
 def main() -> None:

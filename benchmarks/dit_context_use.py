@@ -34,7 +34,7 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _common import RESULTS, write_report  # noqa: E402
+from _common import RESULTS, figure, write_report  # noqa: E402
 
 from videogen.config import load_config  # noqa: E402
 from videogen.data import LatentCacheDataset, collate_clips  # noqa: E402
@@ -105,23 +105,16 @@ def main() -> None:
 
 
 def plot(path: str, results: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, r in results.items():
-        line, = ax.plot(r["loss_per_frame_committed"], marker=".",
-                        label=f"{name} (t={r['t']}): context gain {r['context_gain']:.3f}, "
-                              f"prompt gain {r.get('prompt_gain', float('nan')):.3f}")
-        ax.plot(r["loss_per_frame_noisy"], ls=":", color=line.get_color())
-    ax.set_xlabel("latent frame (0 has no context)")
-    ax.set_ylabel("flow-matching loss")
-    ax.set_title("DiT loss per frame: committed context (solid), noisy context (dotted)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(7, 4)) as (fig, ax):
+        for name, r in results.items():
+            line, = ax.plot(r["loss_per_frame_committed"], marker=".",
+                            label=f"{name} (t={r['t']}): context gain {r['context_gain']:.3f}, "
+                                  f"prompt gain {r.get('prompt_gain', float('nan')):.3f}")
+            ax.plot(r["loss_per_frame_noisy"], ls=":", color=line.get_color())
+        ax.set_xlabel("latent frame (0 has no context)")
+        ax.set_ylabel("flow-matching loss")
+        ax.set_title("DiT loss per frame: committed context (solid), noisy context (dotted)")
+        ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":

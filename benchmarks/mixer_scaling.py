@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 
-from _common import write_report
+from _common import figure, write_report
 
 DIM, TOKENS_PER_FRAME = 256, 256
 # Steady state is what a training loop sees; the first runs of a process also pay for
@@ -60,24 +60,17 @@ def run_one(mixer: str, n_tokens: int, repeats: int) -> dict:
 
 
 def plot(rows: list, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(10, 4))
-    for mixer, style in (("pom", "o-"), ("attention", "s--")):
-        sel = [r for r in rows if r["mixer"] == mixer]
-        ns = [r["tokens"] for r in sel]
-        ax_t.loglog(ns, [r["median_s"] for r in sel], style, label=mixer, base=2)
-        ax_m.loglog(ns, [r["peak_rss_added_mb"] for r in sel], style, label=mixer, base=2)
-    ax_t.set(xlabel="tokens N", ylabel="forward+backward time (s)", title="block-causal self-mixer, D=256")
-    ax_m.set(xlabel="tokens N", ylabel="peak memory added (MB)", title="peak RSS over the idle process")
-    for ax in (ax_t, ax_m):
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with figure(path, 1, 2, figsize=(10, 4), dpi=110) as (fig, (ax_t, ax_m)):
+        for mixer, style in (("pom", "o-"), ("attention", "s--")):
+            sel = [r for r in rows if r["mixer"] == mixer]
+            ns = [r["tokens"] for r in sel]
+            ax_t.loglog(ns, [r["median_s"] for r in sel], style, label=mixer, base=2)
+            ax_m.loglog(ns, [r["peak_rss_added_mb"] for r in sel], style, label=mixer, base=2)
+        ax_t.set(xlabel="tokens N", ylabel="forward+backward time (s)", title="block-causal self-mixer, D=256")
+        ax_m.set(xlabel="tokens N", ylabel="peak memory added (MB)", title="peak RSS over the idle process")
+        for ax in (ax_t, ax_m):
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend()
 
 
 def main() -> None:

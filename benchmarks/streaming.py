@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 
-from _common import write_report
+from _common import figure, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OVERRIDES = ["data.size=64", "sampling.steps=4", "sampling.guidance=3.0"]
@@ -144,28 +144,21 @@ def make_models(tmp: str) -> dict:
 
 
 def plot(rows: list, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for mixer, style in (("pom", "o-"), ("attention", "s--")):
-        sel = [r for r in rows if r["mixer"] == mixer]
-        n = [r["frames"] for r in sel]
-        axes[0].plot(n, [r["peak_rss_mb"] for r in sel], style, label=mixer)
-        axes[1].plot(n, [1000 * r["generate_s"] / r["frames"] for r in sel], style, label=mixer)
-        longest = sel[-1]
-        xs = [i * max(1, longest["frames"] // 48) for i in range(len(longest["rss_curve_mb"]))]
-        axes[2].plot(xs, longest["rss_curve_mb"], style[:-1] + "-", label=f"{mixer}, {longest['frames']} frames")
-    axes[0].set(xscale="log", xlabel="frames", ylabel="peak RSS (MB)", title="peak memory vs length")
-    axes[1].set(xscale="log", xlabel="frames", ylabel="ms per frame (mean)", title="time per frame vs length")
-    axes[2].set(xlabel="frame", ylabel="RSS (MB)", title="memory while generating")
-    for ax in axes:
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with figure(path, 1, 3, figsize=(14, 4), dpi=110) as (fig, axes):
+        for mixer, style in (("pom", "o-"), ("attention", "s--")):
+            sel = [r for r in rows if r["mixer"] == mixer]
+            n = [r["frames"] for r in sel]
+            axes[0].plot(n, [r["peak_rss_mb"] for r in sel], style, label=mixer)
+            axes[1].plot(n, [1000 * r["generate_s"] / r["frames"] for r in sel], style, label=mixer)
+            longest = sel[-1]
+            xs = [i * max(1, longest["frames"] // 48) for i in range(len(longest["rss_curve_mb"]))]
+            axes[2].plot(xs, longest["rss_curve_mb"], style[:-1] + "-", label=f"{mixer}, {longest['frames']} frames")
+        axes[0].set(xscale="log", xlabel="frames", ylabel="peak RSS (MB)", title="peak memory vs length")
+        axes[1].set(xscale="log", xlabel="frames", ylabel="ms per frame (mean)", title="time per frame vs length")
+        axes[2].set(xlabel="frame", ylabel="RSS (MB)", title="memory while generating")
+        for ax in axes:
+            ax.grid(True, alpha=0.3)
+            ax.legend()
 
 
 def main() -> None:

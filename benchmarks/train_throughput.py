@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 
+from _common import figure
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
 MIXERS = ("pom", "attention")
@@ -173,29 +175,22 @@ def passthrough(args) -> list:
 
 # ------------------------------------------------------------------------------ report
 def plot(result: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    panels = (("steps_per_s", "training steps / s", result["time"]),
-              ("saved_activations_mib", "activations saved for backward (MiB)", result["memory"]),
-              ("peak_mib", f"peak memory (MiB, {result['memory'][0]['kind']})", result["memory"]))
-    for ax, (key, label, rows) in zip(axes, panels):
-        for mixer, style in zip(MIXERS, ("o-", "s--")):
-            pts = sorted((r["latent_frames"], r[key]) for r in rows if r["mixer"] == mixer)
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=mixer)
-        ax.set_xlabel("latent frames per clip")
-        ax.set_ylabel(label)
-        ax.set_xticks(sorted({r["latent_frames"] for r in rows}))
-        ax.grid(alpha=0.3)
-        ax.legend()
-    s = result["settings"]
-    fig.suptitle(f"training step, PoM vs attention: dim {s['dim']}, depth {s['depth']}, batch {s['batch']}, "
-                 f"{(s['latent_size'] // 2) ** 2} tokens/frame, {s['device']} ({s['threads']} threads)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with figure(path, 1, 3, figsize=(14, 4), dpi=110) as (fig, axes):
+        panels = (("steps_per_s", "training steps / s", result["time"]),
+                  ("saved_activations_mib", "activations saved for backward (MiB)", result["memory"]),
+                  ("peak_mib", f"peak memory (MiB, {result['memory'][0]['kind']})", result["memory"]))
+        for ax, (key, label, rows) in zip(axes, panels):
+            for mixer, style in zip(MIXERS, ("o-", "s--")):
+                pts = sorted((r["latent_frames"], r[key]) for r in rows if r["mixer"] == mixer)
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=mixer)
+            ax.set_xlabel("latent frames per clip")
+            ax.set_ylabel(label)
+            ax.set_xticks(sorted({r["latent_frames"] for r in rows}))
+            ax.grid(alpha=0.3)
+            ax.legend()
+        s = result["settings"]
+        fig.suptitle(f"training step, PoM vs attention: dim {s['dim']}, depth {s['depth']}, batch {s['batch']}, "
+                     f"{(s['latent_size'] // 2) ** 2} tokens/frame, {s['device']} ({s['threads']} threads)")
 
 
 def summarise(rows_time: list, rows_mem: list, frames: list) -> dict:

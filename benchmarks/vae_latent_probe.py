@@ -28,7 +28,7 @@ import torch.nn.functional as F
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from _common import RESULTS, write_report  # noqa: E402
+from _common import RESULTS, figure, write_report  # noqa: E402
 
 from videogen.config import VAEConfig  # noqa: E402
 from videogen.vae import build_vae, decode_latents, encode_video  # noqa: E402
@@ -96,22 +96,15 @@ def main() -> None:
 
 
 def plot(path: str, checkpoints: dict) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, result in checkpoints.items():
-        label = (f"{name}: colour kNN {result['colour_knn_first_latent_frame']:.2f} / "
-                 f"{result['colour_knn_later_latent_frames']:.2f}")
-        ax.plot(result["psnr_per_pixel_frame"], marker=".", label=label)
-    ax.set_xlabel("pixel frame (0: first latent frame; then 4 per latent frame)")
-    ax.set_ylabel("reconstruction PSNR (dB)")
-    ax.set_title("VAE checkpoints: PSNR per frame; colour kNN first / later latent frames")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    with figure(path, figsize=(7, 4)) as (fig, ax):
+        for name, result in checkpoints.items():
+            label = (f"{name}: colour kNN {result['colour_knn_first_latent_frame']:.2f} / "
+                     f"{result['colour_knn_later_latent_frames']:.2f}")
+            ax.plot(result["psnr_per_pixel_frame"], marker=".", label=label)
+        ax.set_xlabel("pixel frame (0: first latent frame; then 4 per latent frame)")
+        ax.set_ylabel("reconstruction PSNR (dB)")
+        ax.set_title("VAE checkpoints: PSNR per frame; colour kNN first / later latent frames")
+        ax.legend(fontsize=7)
 
 
 if __name__ == "__main__":
