@@ -5,9 +5,10 @@
 
 `pack` turns the pickled tensor files of `accelerator.save_state` into safetensors:
 `optimizer*.bin` (AdamW's state, its moments stored in bfloat16) and
-`custom_checkpoint_*.pkl` (the registered objects: the EMA weights, exact, and the step).
-`unpack` writes the pickles back where accelerate reads them. The model's own weights are
-already `model.safetensors` and stay as they are; the RNG states and the LR scheduler
+`custom_checkpoint_*.pkl` (the registered objects: the step, and in checkpoints written
+before the EMA moved to its own `ema.safetensors`, the EMA weights, kept exact).
+`unpack` writes the pickles back where accelerate reads them. The model's own weights
+(`model.safetensors`, `ema.safetensors`) stay as they are; the RNG states and the LR scheduler
 (small, no tensors of weights) too.
 
 Why bfloat16 moments: the training state is committed once a session and the commits of a

@@ -93,6 +93,30 @@ def test_exact_resume_matches_a_straight_run(data, straight):
         train(TINY, data["overrides"] + [f"train.output_dir={data['root'] / 'empty'}"], export=str(exported))
 
 
+def test_checkpoints_hold_weights_in_safetensors_only(straight):
+    ckpt = straight / "checkpoint-000006"
+    ema = load_file(ckpt / "ema.safetensors")  # keyed by parameter name, like the model's file
+    assert ema.keys() == load_file(ckpt / "model.safetensors").keys()
+    pipeline = load_file(straight / "pipeline" / "transformer" / "diffusion_pytorch_model.safetensors")
+    assert max_diff(ema, pipeline) == 0  # the final pipeline is the EMA
+    pickles = [p for p in ckpt.iterdir() if p.suffix in (".pkl", ".bin")]
+    assert all(p.stat().st_size < 64_000 or p.name.startswith("optimizer") for p in pickles), pickles
+
+
+def test_ema_loads_from_a_checkpoint_of_the_older_layout(tmp_path):
+    """Before ema.safetensors, the EMA was accelerate's custom object 1 (a pickle)."""
+    from videogen.train import EMA
+
+    model = torch.nn.Linear(3, 2)
+    old = {"decay": 0.99, "updates": 7, "shadow": [torch.full((2, 3), 0.5), torch.full((2,), -1.0)]}
+    torch.save(old, tmp_path / "custom_checkpoint_1.pkl")
+    ema = EMA(model, 0.99)
+    ema.load(str(tmp_path))
+    assert ema.updates == 7 and torch.equal(ema.shadow[0], old["shadow"][0])
+    with pytest.raises(UsageError, match="ema_decay=0"):
+        EMA(model, 0.99).load(str(tmp_path / "nothing"))
+
+
 def test_kill_during_checkpoint_write_keeps_the_previous_one(data, straight):
     out = data["root"] / "killed"
     out.mkdir()

@@ -9,8 +9,9 @@ classifier-free guidance, EMA of the weights, AdamW with linear warmup + cosine 
 The VAE and the text encoder are frozen: clips are encoded on the fly, or read from the
 latent cache that `videogen cache` writes (used when `data.cache_dir` holds one).
 
-Checkpoints (`accelerator.save_state`) are written to `checkpoint-NNNNNN.tmp` and renamed
-into place when complete, so a run killed mid-write leaves the previous one intact;
+Checkpoints (`accelerator.save_state`, plus the EMA weights in `ema.safetensors`) are
+written to `checkpoint-NNNNNN.tmp` and renamed into place when complete, so a run killed
+mid-write leaves the previous one intact;
 `--resume latest` takes the newest complete one. Resume is exact: the noise of every
 step is drawn from a generator seeded by (seed, step, micro-batch, rank), the data order
 by (seed, epoch), and the data-loader position is restored with `skip_first_batches`.
@@ -72,11 +73,16 @@ class EMA:
 
     The decay ramps up as min(decay, (1 + n) / (10 + n)) over the first updates, so the
     average is not dominated by the random initial weights (as diffusers' EMAModel).
+    Checkpoints hold it as `ema.safetensors`, keyed by parameter name: a weights file of
+    the model like any other.
     """
+
+    FILE = "ema.safetensors"
 
     def __init__(self, model: torch.nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
+        self.names = [name for name, _ in model.named_parameters()]
         self.shadow = [p.detach().clone().float() for p in model.parameters()]
 
     @torch.no_grad()
@@ -91,13 +97,31 @@ class EMA:
         for s, p in zip(self.shadow, model.parameters()):
             p.copy_(s.to(p.dtype))
 
-    def state_dict(self) -> dict:
-        return {"decay": self.decay, "updates": self.updates, "shadow": [s.cpu() for s in self.shadow]}
+    def save(self, directory: str) -> None:
+        from safetensors.torch import save_file
 
-    def load_state_dict(self, state: dict) -> None:
-        self.updates = int(state["updates"])
-        for s, saved in zip(self.shadow, state["shadow"]):
-            s.copy_(saved)
+        save_file({n: s.cpu().contiguous() for n, s in zip(self.names, self.shadow)},
+                  os.path.join(directory, self.FILE), metadata={"updates": str(self.updates)})
+
+    @torch.no_grad()
+    def load(self, directory: str) -> None:
+        """From a checkpoint's ema.safetensors, or the accelerate custom-object pickle that
+        checkpoints held before it (`custom_checkpoint_1.pkl`: {decay, updates, shadow})."""
+        from safetensors import safe_open
+
+        path = os.path.join(directory, self.FILE)
+        if os.path.exists(path):
+            with safe_open(path, "pt") as f:
+                self.updates = int(f.metadata()["updates"])
+                saved = [f.get_tensor(n) for n in self.names]
+        else:
+            legacy = os.path.join(directory, "custom_checkpoint_1.pkl")
+            if not os.path.exists(legacy):
+                raise UsageError(f"checkpoint '{directory}' has no {self.FILE}; resume it with train.ema_decay=0")
+            state = torch.load(legacy, map_location="cpu", weights_only=True)
+            self.updates, saved = int(state["updates"]), state["shadow"]
+        for s, t in zip(self.shadow, saved):
+            s.copy_(t)
 
 
 class EpochSampler(Sampler):
@@ -418,8 +442,9 @@ def _remove_stale_tmp(output_dir: str) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def save_checkpoint(accelerator, cfg: Config, step: int) -> str:
-    """accelerator.save_state into checkpoint-NNNNNN.tmp, then rename; keep the last K."""
+def save_checkpoint(accelerator, cfg: Config, step: int, ema: Optional[EMA] = None) -> str:
+    """accelerator.save_state (+ the EMA weights) into checkpoint-NNNNNN.tmp, then rename;
+    keep the last K."""
     out = cfg.train.output_dir
     final = os.path.join(out, f"{CHECKPOINT_PREFIX}{step:06d}")
     tmp = final + ".tmp"
@@ -428,6 +453,8 @@ def save_checkpoint(accelerator, cfg: Config, step: int) -> str:
     accelerator.wait_for_everyone()
     accelerator.save_state(tmp)
     if accelerator.is_main_process:
+        if ema is not None:
+            ema.save(tmp)
         with open(os.path.join(tmp, "config.json"), "w") as f:
             json.dump(asdict(cfg), f, indent=1)
         _maybe_hang(step, tmp)
@@ -530,9 +557,11 @@ def _train(cfg: Config, accelerator, resume: Optional[str], export: Optional[str
                          f"({t.batch_size}) x {n} processes; lower train.batch_size or add clips")
     state = TrainState()
     ema = EMA(accelerator.unwrap_model(model), t.ema_decay) if t.ema_decay > 0 else None
-    accelerator.register_for_checkpointing(state, *([ema] if ema else []))
+    accelerator.register_for_checkpointing(state)
     if resume_dir:
         accelerator.load_state(resume_dir)
+        if ema is not None:
+            ema.load(resume_dir)
         logger.info("resumed from %s at step %d", resume_dir, state.step)
     if export is not None:
         pipeline_dir = _finish(cfg, accelerator, model, ema, state, components, dataset, export)
@@ -623,7 +652,7 @@ def _loop(cfg, accelerator, model, optimizer, scheduler, ema, state, stream, con
             last_loss = _log_step(accelerator, scheduler, window, grad_norm, state, stream, log, bar, started)
             window.zero_()
         if t.checkpoint_every and (state.step % t.checkpoint_every == 0 or state.step == end):
-            save_checkpoint(accelerator, cfg, state.step)
+            save_checkpoint(accelerator, cfg, state.step, ema)
         if t.sample_every and state.step % t.sample_every == 0:
             write_sample(cfg, accelerator, model, ema, components, state.step)
     bar.close()
