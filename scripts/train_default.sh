@@ -59,7 +59,10 @@ fi
 if [ ! -f cache/shapes/index.json ]; then
   OMP_NUM_THREADS=1 videogen cache "${DIT_ARGS[@]}"
 fi
-OMP_NUM_THREADS=1 videogen train "${DIT_ARGS[@]}" --resume latest
+# one core while the decoder has the other, both once it is done (read at start-up: a DiT
+# started beside the decoder keeps one thread until this script is rerun)
+if pgrep -f "train-vae configs/shapes_vae.yaml" > /dev/null; then DIT_THREADS=1; else DIT_THREADS=2; fi
+OMP_NUM_THREADS=$DIT_THREADS videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
 
 # 4. ship: the EMA pipeline with the final VAE becomes package data

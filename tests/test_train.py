@@ -161,7 +161,8 @@ def test_two_cpu_processes_train_and_checkpoint(data, tmp_path):
     assert "on 2 process(es)" in proc.stderr
     assert [s for s, _ in list_checkpoints(out)] == [2, 3]
     files = os.listdir(out / "checkpoint-000002")
-    assert {"model.safetensors", "optimizer.bin", "random_states_0.pkl", "random_states_1.pkl"} <= set(files)
+    assert {"model.safetensors", "ema.safetensors", "optimizer.bin", "random_states_0.pkl",
+            "random_states_1.pkl"} <= set(files)
     assert [r["step"] for r in read_log(out / "log.jsonl")] == [1, 2, 3]
     report = json.loads((out / "data_report.json").read_text())
     assert report["skipped"]["missing"] == 1 and report["skipped"]["unreadable"] == 1
