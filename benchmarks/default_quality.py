@@ -126,7 +126,9 @@ def sheet_indices(prompts: list[str]) -> list[int]:
 
 
 def plot_sheet(path: str, prompts: list[str], rows: list[dict], sheets: dict, frames: int) -> None:
-    with figure(path, len(order), len(SHEET_FRAMES), figsize=(1.6 * len(SHEET_FRAMES), 1.75 * len(order)), dpi=110) as (fig, axes):
+    order = sorted(sheets)
+    size = (1.6 * len(SHEET_FRAMES), 1.75 * len(order))
+    with figure(path, len(order), len(SHEET_FRAMES), figsize=size, dpi=110) as (fig, axes):
         axes = np.atleast_2d(axes)
         for r, i in enumerate(order):
             row = rows[i]

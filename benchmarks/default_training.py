@@ -74,6 +74,8 @@ def checkpoint_scores() -> list[dict]:
 
 
 def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
+    import numpy as np
+
     with figure(path, 1, 3, figsize=(15, 4)) as (fig, axes):
         ax = axes[0]
         train = [(r["step"], r["psnr"]) for r in vae_log if "psnr" in r]
