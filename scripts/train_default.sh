@@ -50,18 +50,21 @@ fi
 
 # 3. side by side on one core each: the decoder (resumes; renders its clips on the fly;
 #    exports $VAE when done) and the DiT's side: its data cached once per machine (VAE
-#    latents + text embeddings; ~35 min on one core for 4000 clips), then the PoM DiT
-#    (resumes). A decoder already running (this script restarted beside it) is left alone.
-if [ ! -f "$VAE/config.json" ] && ! pgrep -f "train-vae configs/shapes_vae.yaml" > /dev/null; then
+#    latents + text embeddings; ~27 min on one core for 4000 clips, on both when the
+#    decoder is done), then the PoM DiT (resumes). A decoder already running (this script
+#    restarted beside it) is left alone.
+decoder_running() { pgrep -f "train-vae configs/shapes_vae.yaml" > /dev/null; }
+if [ ! -f "$VAE/config.json" ] && ! decoder_running; then
   OMP_NUM_THREADS=1 bash scripts/train_vae.sh >> runs/shapes_vae/decoder.log 2>&1 &
   DECODER=$!
 fi
 if [ ! -f cache/shapes/index.json ]; then
-  OMP_NUM_THREADS=1 videogen cache "${DIT_ARGS[@]}"
+  if decoder_running; then CACHE_WORKERS=1; else CACHE_WORKERS=2; fi
+  OMP_NUM_THREADS=1 videogen cache "${DIT_ARGS[@]}" --workers "$CACHE_WORKERS"
 fi
 # one core while the decoder has the other, both once it is done (read at start-up: a DiT
 # started beside the decoder keeps one thread until this script is rerun)
-if pgrep -f "train-vae configs/shapes_vae.yaml" > /dev/null; then DIT_THREADS=1; else DIT_THREADS=2; fi
+if decoder_running; then DIT_THREADS=1; else DIT_THREADS=2; fi
 OMP_NUM_THREADS=$DIT_THREADS videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
 

@@ -73,6 +73,24 @@ def test_cache_holds_every_clip_and_is_checked(data):
         train(TINY, data["overrides"] + ["text.d_model=16", f"train.output_dir={data['root'] / 'x'}"])
 
 
+def test_cache_in_two_processes_equals_one(data):
+    from videogen.data import LatentCacheDataset
+
+    overrides = [o for o in data["overrides"] if not o.startswith("data.cache_dir=")]
+    two = data["root"] / "cache-2proc"
+    cache_dataset(TINY, overrides + [f"data.cache_dir={two}"], workers=2)
+    a, b = LatentCacheDataset(str(data["root"] / "cache")), LatentCacheDataset(str(two))
+    assert len(a) == len(b) == 8
+    for i in range(8):
+        x, y = a[i], b[i]
+        assert x["caption"] == y["caption"]
+        for key in ("latents", "text", "text_mask"):
+            assert torch.equal(x[key], y[key]), key
+    assert all(torch.equal(u, v) for u, v in zip(a.uncond(), b.uncond()))
+    with pytest.raises(UsageError, match="--workers"):
+        cache_dataset(TINY, overrides + [f"data.cache_dir={data['root'] / 'c0'}"], workers=0)
+
+
 def test_exact_resume_matches_a_straight_run(data, straight):
     out = data["root"] / "resumed"
     first = train(TINY, data["overrides"] + [f"train.output_dir={out}", "train.stop_at_step=3"])

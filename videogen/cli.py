@@ -155,21 +155,24 @@ def _add_cache(sub) -> None:
             train` uses when present. Clips are their first data.frames frames. A cache
             built for other data/VAE/text settings is refused; delete it to rebuild.
 
-            example:
-              videogen cache configs/shapes.yaml
+            examples:
+              videogen cache configs/shapes.yaml --workers 2     # both cores of a 2-core CPU
               videogen cache configs/tiny.yaml data.cache_dir=cache/tiny
             """
         ),
     )
     p.add_argument("config", help="training YAML config")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
+    p.add_argument("--workers", type=int, default=1,
+                   help="CPU processes that encode clips, one thread each (default: 1). The VAE encoder "
+                        "gains little from threads; processes scale with the cores")
     p.set_defaults(func=_run_cache)
 
 
 def _run_cache(args) -> None:
     from videogen.train import cache_dataset
 
-    cache_dataset(args.config, args.overrides)
+    cache_dataset(args.config, args.overrides, workers=args.workers)
 
 
 # -------------------------------------------------------------------------------- train
