@@ -5,7 +5,9 @@
 #   bash scripts/training_state.sh restore   # training_state/ -> runs/, where runs/ has no checkpoint yet
 # `save` keeps one checkpoint per run (the newest; the previous one is replaced) with the
 # run's log.jsonl and eval.json, the VAE export the DiT's latents come from and the DiT's
-# checkpoint scores (benchmarks/default_training.py --score); commit
+# checkpoint scores (benchmarks/default_training.py --score). A finished run whose export
+# is written (the VAE: runs/shapes_vae/export) travels as that export, without a
+# checkpoint: nothing is left to train, and train_default.sh then skips it. Commit
 # training_state/ afterwards. `restore` never overwrites a run that has a checkpoint: the
 # newer state on this machine wins. scripts/train_default.sh restores on its own.
 # The data and the DiT's latent cache are not carried: both are rebuilt from seeds.
@@ -16,8 +18,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=(shapes_vae default)
-# the frozen-encoder VAE (the DiT's latent space), the scores of DiT checkpoints so far
-EXTRA=(shapes_vae/export-latents default/quick)
+# the frozen-encoder VAE (the DiT's latent space), the finished VAE, the scores of DiT
+# checkpoints so far
+EXTRA=(shapes_vae/export-latents shapes_vae/export default/quick)
 
 newest() {  # the newest complete checkpoint directory of a run, or nothing
   for d in "$1"/checkpoint-[0-9]*; do
@@ -32,8 +35,12 @@ case "${1:-}" in
       [ -n "$ckpt" ] || continue
       dst=training_state/$run
       rm -rf "$dst.tmp" && mkdir -p "$dst.tmp"
-      cp -r "$ckpt" "$dst.tmp/"
-      python scripts/pack_checkpoint.py pack "$dst.tmp/$(basename "$ckpt")" > /dev/null
+      if [ -f "runs/$run/export/config.json" ]; then
+        ckpt="(finished: its export)"
+      else
+        cp -r "$ckpt" "$dst.tmp/"
+        python scripts/pack_checkpoint.py pack "$dst.tmp/$(basename "$ckpt")" > /dev/null
+      fi
       for f in log.jsonl eval.json; do
         if [ -f "runs/$run/$f" ]; then cp "runs/$run/$f" "$dst.tmp/"; fi
       done
@@ -50,15 +57,19 @@ case "${1:-}" in
   restore)
     for run in "${RUNS[@]}"; do
       src=training_state/$run
-      if [ -z "$(newest "$src")" ] || [ -n "$(newest "runs/$run")" ]; then continue; fi
+      # nothing saved, or this machine's run is as new or newer: keep it
+      if [ ! -f "$src/log.jsonl" ] && [ -z "$(newest "$src")" ]; then continue; fi
+      if [ -n "$(newest "runs/$run")" ] || [ -f "runs/$run/log.jsonl" ]; then continue; fi
       mkdir -p "runs/$run"
       for f in "$src"/*; do
         case "$(basename "$f")" in
           checkpoint-*|log.jsonl|eval.json) cp -r "$f" "runs/$run/" ;;
         esac
       done
-      python scripts/pack_checkpoint.py unpack "$(newest "runs/$run")" > /dev/null
-      echo "restored $(newest "runs/$run")"
+      if [ -n "$(newest "runs/$run")" ]; then
+        python scripts/pack_checkpoint.py unpack "$(newest "runs/$run")" > /dev/null
+      fi
+      echo "restored runs/$run $(basename "$(newest "runs/$run")")"
     done
     for extra in "${EXTRA[@]}"; do
       if [ -d "training_state/$extra" ] && [ ! -e "runs/$extra" ]; then

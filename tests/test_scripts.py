@@ -73,6 +73,25 @@ def test_restore_keeps_a_newer_run_and_save_replaces_the_old_state(repo):
     assert sorted(p.name for p in (repo / "training_state" / "shapes_vae").iterdir()) == ["checkpoint-000500"]
 
 
+def test_a_finished_run_travels_as_its_export(repo):
+    vae = repo / "runs" / "shapes_vae"
+    _checkpoint(vae, 250)
+    assert _state(repo, "save").returncode == 0
+    _checkpoint(vae, 500)
+    (vae / "log.jsonl").write_text('{"step": 500}\n')
+    (vae / "export").mkdir()
+    (vae / "export" / "config.json").write_text("{}")
+    r = _state(repo, "save")
+    assert r.returncode == 0, r.stderr
+    saved = sorted(p.name for p in (repo / "training_state" / "shapes_vae").iterdir())
+    assert saved == ["export", "log.jsonl"]  # no checkpoint: nothing is left to train
+
+    shutil.rmtree(repo / "runs")
+    assert _state(repo, "restore").returncode == 0
+    assert (vae / "export" / "config.json").is_file() and (vae / "log.jsonl").is_file()
+    assert not list(vae.glob("checkpoint-*"))
+
+
 def test_usage_error(repo):
     r = _state(repo, "push")
     assert r.returncode == 2 and "usage" in r.stderr
