@@ -38,7 +38,8 @@ def read_jsonl(path: str) -> list[dict]:
 
 
 def score_newest(every: int, frames: int, workers: int) -> None:
-    """Export the newest DiT checkpoint's EMA pipeline and score it (quick subset)."""
+    """Export the newest DiT checkpoint's EMA pipeline and score it (quick subset), with the
+    final VAE decoder once it is done (same encoder and latent space), as ship_default.sh."""
     sys.path.insert(0, REPO)
     from videogen.train import list_checkpoints
 
@@ -56,6 +57,10 @@ def score_newest(every: int, frames: int, workers: int) -> None:
     subprocess.run([sys.executable, "-m", "videogen", "train", os.path.join(REPO, "configs", "shapes.yaml"),
                     f"vae.pretrained={vae}", f"train.output_dir={DIT_RUN}", "--export", export,
                     "--resume", done[-1][1]], check=True, cwd=REPO)
+    final_vae = os.path.join(VAE_RUN, "export")
+    if os.path.exists(os.path.join(final_vae, "config.json")):  # the finished decoder, as shipped
+        shutil.rmtree(os.path.join(export, "vae"))
+        shutil.copytree(final_vae, os.path.join(export, "vae"), ignore=shutil.ignore_patterns("eval.json"))
     subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "default_quality.py"), "--model", export,
                     "--every", str(every), "--frames", str(frames), "--workers", str(workers),
                     "--name", name, "--out", QUICK], check=True, cwd=REPO)

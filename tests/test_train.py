@@ -121,18 +121,36 @@ def test_checkpoints_hold_weights_in_safetensors_only(straight):
     assert all(p.stat().st_size < 64_000 or p.name.startswith("optimizer") for p in pickles), pickles
 
 
-def test_ema_loads_from_a_checkpoint_of_the_older_layout(tmp_path):
+def test_a_checkpoint_of_the_older_layout_resumes(tmp_path):
     """Before ema.safetensors, the EMA was accelerate's custom object 1 (a pickle)."""
-    from videogen.train import EMA
+    from accelerate import Accelerator
 
-    model = torch.nn.Linear(3, 2)
-    old = {"decay": 0.99, "updates": 7, "shadow": [torch.full((2, 3), 0.5), torch.full((2,), -1.0)]}
-    torch.save(old, tmp_path / "custom_checkpoint_1.pkl")
-    ema = EMA(model, 0.99)
-    ema.load(str(tmp_path))
-    assert ema.updates == 7 and torch.equal(ema.shadow[0], old["shadow"][0])
+    from videogen.train import EMA, TrainState, upgrade_checkpoint
+
+    class OldEMA:
+        def state_dict(self):
+            return {"decay": 0.99, "updates": 7, "shadow": [torch.full((2, 3), 0.5), torch.full((2,), -1.0)]}
+
+        def load_state_dict(self, state):
+            pass
+
+    ckpt = str(tmp_path / "checkpoint-000007")
+    old = Accelerator(cpu=True)
+    state = TrainState()
+    state.step = 7
+    old.register_for_checkpointing(state, OldEMA())
+    old.save_state(ckpt)
+
+    accelerator, resumed = Accelerator(cpu=True), TrainState()
+    accelerator.register_for_checkpointing(resumed)
+    ema = EMA(torch.nn.Linear(3, 2), 0.99)
+    upgrade_checkpoint(accelerator, ckpt, ema)
+    accelerator.load_state(ckpt)  # refused before the upgrade: 2 custom objects, 1 registered
+    ema.load(ckpt)
+    assert resumed.step == 7 and ema.updates == 7
+    assert torch.equal(ema.shadow[0], torch.full((2, 3), 0.5)) and torch.equal(ema.shadow[1], torch.full((2,), -1.0))
     with pytest.raises(UsageError, match="ema_decay=0"):
-        EMA(model, 0.99).load(str(tmp_path / "nothing"))
+        EMA(torch.nn.Linear(3, 2), 0.99).load(str(tmp_path))
 
 
 def test_kill_during_checkpoint_write_keeps_the_previous_one(data, straight):

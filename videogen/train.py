@@ -105,23 +105,41 @@ class EMA:
 
     @torch.no_grad()
     def load(self, directory: str) -> None:
-        """From a checkpoint's ema.safetensors, or the accelerate custom-object pickle that
-        checkpoints held before it (`custom_checkpoint_1.pkl`: {decay, updates, shadow})."""
         from safetensors import safe_open
 
         path = os.path.join(directory, self.FILE)
-        if os.path.exists(path):
-            with safe_open(path, "pt") as f:
-                self.updates = int(f.metadata()["updates"])
-                saved = [f.get_tensor(n) for n in self.names]
+        if not os.path.exists(path):
+            raise UsageError(f"checkpoint '{directory}' has no {self.FILE}; resume it with train.ema_decay=0")
+        with safe_open(path, "pt") as f:
+            self.updates = int(f.metadata()["updates"])
+            for name, s in zip(self.names, self.shadow):
+                s.copy_(f.get_tensor(name))
+
+
+LEGACY_EMA = "custom_checkpoint_1.pkl"
+
+
+def upgrade_checkpoint(accelerator, directory: str, ema: Optional[EMA]) -> None:
+    """Checkpoints written before ema.safetensors held the EMA as accelerate's custom object
+    1 (custom_checkpoint_1.pkl: {decay, updates, shadow}), and accelerate refuses a folder
+    with more custom objects than are registered: write the EMA as ema.safetensors and drop
+    the pickle (set aside as ema_legacy.pt when this run keeps no EMA)."""
+    legacy = os.path.join(directory, LEGACY_EMA)
+    if not os.path.exists(legacy):
+        return
+    if accelerator.is_main_process:
+        if ema is None:
+            os.replace(legacy, os.path.join(directory, "ema_legacy.pt"))
         else:
-            legacy = os.path.join(directory, "custom_checkpoint_1.pkl")
-            if not os.path.exists(legacy):
-                raise UsageError(f"checkpoint '{directory}' has no {self.FILE}; resume it with train.ema_decay=0")
             state = torch.load(legacy, map_location="cpu", weights_only=True)
-            self.updates, saved = int(state["updates"]), state["shadow"]
-        for s, t in zip(self.shadow, saved):
-            s.copy_(t)
+            with torch.no_grad():
+                for s, saved in zip(ema.shadow, state["shadow"]):
+                    s.copy_(saved)
+            ema.updates = int(state["updates"])
+            ema.save(directory)
+            os.remove(legacy)
+        logger.info("upgraded %s: the EMA weights are ema.safetensors now", directory)
+    accelerator.wait_for_everyone()
 
 
 class EpochSampler(Sampler):
@@ -559,6 +577,7 @@ def _train(cfg: Config, accelerator, resume: Optional[str], export: Optional[str
     ema = EMA(accelerator.unwrap_model(model), t.ema_decay) if t.ema_decay > 0 else None
     accelerator.register_for_checkpointing(state)
     if resume_dir:
+        upgrade_checkpoint(accelerator, resume_dir, ema)
         accelerator.load_state(resume_dir)
         if ema is not None:
             ema.load(resume_dir)
