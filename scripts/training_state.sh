@@ -12,7 +12,7 @@
 # newer state on this machine wins. scripts/train_default.sh restores on its own.
 # The data and the DiT's latent cache are not carried: both are rebuilt from seeds.
 # Checkpoints travel packed (scripts/pack_checkpoint.py): tensors in safetensors only, the
-# optimizer's moments in bfloat16, 48 MB for the DiT instead of 64. Save once a session,
+# optimizer's moments in bfloat16, 46 MB for the DiT instead of 63. Save once a session,
 # at its end: the commits of one session have a size limit, and each save replaces the
 # last one's files.
 set -euo pipefail

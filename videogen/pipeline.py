@@ -209,7 +209,8 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
 
 def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,
                      steps: Optional[int] = None, guidance: Optional[float] = None,
-                     context_noise: Optional[float] = None, seed: int = 0, fps: Optional[int] = None, prompt_schedule: Optional[str] = None, crf: int = 18,
+                     context_noise: Optional[float] = None, seed: int = 0, fps: Optional[int] = None,
+                     prompt_schedule: Optional[str] = None, crf: int = 18,
                      device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
                      progress: bool = True) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF.
