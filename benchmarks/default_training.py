@@ -1,13 +1,14 @@
 """Training record of the embedded default model: logs, loss curves, checkpoint scores.
 
-Reads the run directories of scripts/train_default.sh (runs/shapes_vae, runs/default),
-copies their log.jsonl files into results/logs/ (runs/ is not committed), and writes
-results/default_training.json and .png: the VAE's train/eval PSNR, the DiT's flow-matching
-loss, and the shapes-scorer rates of the DiT checkpoints scored along the way
-(runs/default/quick/step-*.json, written by `--score`).
+Reads the run directories of scripts/train_default.sh (runs/shapes_vae, runs/default and
+its clip-start fine-tune runs/default_start), copies their log.jsonl files into
+results/logs/ (runs/ is not committed), and writes results/default_training.json and .png:
+the VAE's train/eval PSNR, the DiT's flow-matching loss (the fine-tune's steps counted on
+from the base run's last), and the shapes-scorer rates of the DiT checkpoints scored along
+the way (runs/<run>/quick/step-*.json, written by `--score`).
 
     python benchmarks/default_training.py                   # report from the logs so far
-    python benchmarks/default_training.py --score [--every 6 --frames 120]
+    python benchmarks/default_training.py --score [--every 6 --frames 120] [--run start]
         # also export the newest DiT checkpoint and score it on every 6th prompt first
 """
 
@@ -26,7 +27,11 @@ from _common import RESULTS, figure, write_report
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAE_RUN = os.path.join(REPO, "runs", "shapes_vae")
 DIT_RUN = os.path.join(REPO, "runs", "default")
-QUICK = os.path.join(DIT_RUN, "quick")
+FT_RUN = os.path.join(REPO, "runs", "default_start")
+# how `videogen train` is told each DiT run's config (the fine-tune's names its own data and VAE)
+RUN_ARGS = {"base": (DIT_RUN, ["configs/shapes.yaml", f"vae.pretrained={os.path.join(VAE_RUN, 'export-latents')}",
+                               f"train.output_dir={DIT_RUN}"]),
+            "start": (FT_RUN, ["configs/shapes_start.yaml"])}
 LOGS = os.path.join(RESULTS, "logs")
 
 
@@ -37,25 +42,25 @@ def read_jsonl(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def score_newest(every: int, frames: int, workers: int) -> None:
+def score_newest(every: int, frames: int, workers: int, run: str = "base") -> None:
     """Export the newest DiT checkpoint's EMA pipeline and score it (quick subset), with the
     final VAE decoder once it is done (same encoder and latent space), as ship_default.sh."""
     sys.path.insert(0, REPO)
     from videogen.train import list_checkpoints
 
-    done = list_checkpoints(DIT_RUN)
+    run_dir, train_args = RUN_ARGS[run]
+    quick = os.path.join(run_dir, "quick")
+    done = list_checkpoints(run_dir)
     if not done:
         print("no DiT checkpoint yet")
         return
     step = done[-1][0]
     name = f"step-{step:06d}"
-    if os.path.exists(os.path.join(QUICK, f"{name}.json")):
+    if os.path.exists(os.path.join(quick, f"{name}.json")):
         print(f"{name} already scored")
         return
-    export = os.path.join(DIT_RUN, "export-now")
-    vae = os.path.join(VAE_RUN, "export-latents")
-    subprocess.run([sys.executable, "-m", "videogen", "train", os.path.join(REPO, "configs", "shapes.yaml"),
-                    f"vae.pretrained={vae}", f"train.output_dir={DIT_RUN}", "--export", export,
+    export = os.path.join(run_dir, "export-now")
+    subprocess.run([sys.executable, "-m", "videogen", "train", *train_args, "--export", export,
                     "--resume", done[-1][1]], check=True, cwd=REPO)
     final_vae = os.path.join(VAE_RUN, "export")
     if os.path.exists(os.path.join(final_vae, "config.json")):  # the finished decoder, as shipped
@@ -63,22 +68,26 @@ def score_newest(every: int, frames: int, workers: int) -> None:
         shutil.copytree(final_vae, os.path.join(export, "vae"), ignore=shutil.ignore_patterns("eval.json"))
     subprocess.run([sys.executable, os.path.join(REPO, "benchmarks", "default_quality.py"), "--model", export,
                     "--every", str(every), "--frames", str(frames), "--workers", str(workers),
-                    "--name", name, "--out", QUICK], check=True, cwd=REPO)
+                    "--name", name, "--out", quick], check=True, cwd=REPO)
 
 
-def checkpoint_scores() -> list[dict]:
+def checkpoint_scores(run_dir: str, offset: int = 0) -> list[dict]:
+    """Quick scores of a run's checkpoints (not sampler sweeps: step-NNNNNN.json only), at
+    step + offset."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(QUICK, "step-*.json"))):
+    for path in sorted(glob.glob(os.path.join(run_dir, "quick", "step-[0-9]*.json"))):
+        if not os.path.basename(path)[5:11].isdigit() or len(os.path.basename(path)) != 16:
+            continue
         with open(path) as f:
             report = json.load(f)
         rates = report["rates"]
-        rows.append({"step": int(os.path.basename(path)[5:11]), "videos": report["videos"],
+        rows.append({"step": int(os.path.basename(path)[5:11]) + offset, "videos": report["videos"],
                      "frames": report["frames"],
                      **{k: rates["all"][k] for k in ("colour", "shape", "direction", "presence", "moving_at_end")}})
     return rows
 
 
-def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
+def plot(path: str, vae_log: list, dit_log: list, scores: list, ft_log: list, ft_scores: list, offset: int) -> None:
     import numpy as np
 
     with figure(path, 1, 3, figsize=(15, 4)) as (fig, axes):
@@ -104,6 +113,12 @@ def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
             smooth = np.convolve(values, np.ones(k) / k, mode="valid")
             ax.plot(steps[k - 1:], smooth, lw=1.5, label=f"mean of {k}")
             ax.set_yscale("log")
+        ft = [(r["step"] + offset, r["loss"]) for r in ft_log if "loss" in r]
+        if len(ft) > 1:
+            steps, values = map(np.asarray, zip(*ft))
+            k = max(1, len(values) // 20)
+            ax.plot(steps[k - 1:], np.convolve(values, np.ones(k) / k, mode="valid"), lw=1.5,
+                    label=f"clip-start fine-tune from {offset} (latent frames 0-1 only), mean of {k}")
         ax.set(xlabel="step", ylabel="flow-matching MSE", title="PoM DiT training loss")
         if loss:
             ax.legend(fontsize=7)
@@ -112,8 +127,15 @@ def plot(path: str, vae_log: list, dit_log: list, scores: list) -> None:
         ax = axes[2]
         if scores:
             steps = [s["step"] for s in scores]
-            for key in ("colour", "shape", "direction", "presence", "moving_at_end"):
-                ax.plot(steps, [s[key] if s[key] is not None else np.nan for s in scores], "o-", label=key)
+            for i, key in enumerate(("colour", "shape", "direction", "presence", "moving_at_end")):
+                ax.plot(steps, [s[key] if s[key] is not None else np.nan for s in scores], "o-", label=key,
+                        color=f"C{i}")
+                if ft_scores:
+                    ax.plot([s["step"] for s in ft_scores],
+                            [s[key] if s[key] is not None else np.nan for s in ft_scores], "s--", color=f"C{i}")
+            if ft_scores:
+                ax.axvline(offset, color="grey", lw=0.8, ls=":")
+                ax.text(offset, 0.02, " fine-tune (squares)", fontsize=7)
         ax.set(xlabel="step", ylabel="share", ylim=(0, 1.05), title="checkpoints, shapes scorer (quick subset)")
         if scores:
             ax.legend(fontsize=7)
@@ -127,21 +149,27 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=6)
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--run", choices=sorted(RUN_ARGS), default="base", help="the DiT run --score scores")
     args = parser.parse_args()
     if args.score:
-        score_newest(args.every, args.frames, args.workers)
+        score_newest(args.every, args.frames, args.workers, args.run)
 
     vae_log = read_jsonl(os.path.join(VAE_RUN, "log.jsonl"))
     dit_log = read_jsonl(os.path.join(DIT_RUN, "log.jsonl"))
-    scores = checkpoint_scores()
+    ft_log = read_jsonl(os.path.join(FT_RUN, "log.jsonl"))
+    offset = max((r["step"] for r in dit_log), default=0)
+    scores = checkpoint_scores(DIT_RUN)
+    ft_scores = checkpoint_scores(FT_RUN, offset)
     os.makedirs(LOGS, exist_ok=True)
     for src, dst in ((os.path.join(VAE_RUN, "log.jsonl"), "vae_log.jsonl"),
                      (os.path.join(DIT_RUN, "log.jsonl"), "dit_log.jsonl"),
+                     (os.path.join(FT_RUN, "log.jsonl"), "dit_start_log.jsonl"),
                      (os.path.join(VAE_RUN, "eval.json"), "vae_eval.json")):
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(LOGS, dst))
     evals = [r for r in vae_log if "eval_psnr" in r]
     losses = [r for r in dit_log if "loss" in r]
+    ft_losses = [r for r in ft_log if "loss" in r]
     report = {
         "vae": {"steps": max((r["step"] for r in vae_log), default=0),
                 "eval_psnr": [(r["step"], round(r["eval_psnr"], 2)) for r in evals],
@@ -153,9 +181,14 @@ def main() -> None:
         "dit": {"steps": max((r["step"] for r in dit_log), default=0),
                 "loss_last_100_logs": (sum(r["loss"] for r in losses[-100:]) / len(losses[-100:])) if losses else None,
                 "checkpoint_scores": scores},
+        "dit_start": {"steps": max((r["step"] for r in ft_log), default=0), "from_base_step": offset,
+                         "loss_last_100_logs": (sum(r["loss"] for r in ft_losses[-100:]) / len(ft_losses[-100:]))
+                         if ft_losses else None,
+                         "checkpoint_scores": ft_scores},
         "logs": "results/logs/ (copies of runs/*/log.jsonl)",
     }
-    print(write_report("default_training", report, lambda p: plot(p, vae_log, dit_log, scores)))
+    print(write_report("default_training", report,
+                       lambda p: plot(p, vae_log, dit_log, scores, ft_log, ft_scores, offset)))
 
 
 if __name__ == "__main__":

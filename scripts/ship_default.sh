@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
 # Assemble videogen/default_model (package data) from the runs of scripts/train_default.sh:
-# the DiT's EMA pipeline, with the VAE swapped for the final one (same encoder, so the same
-# latent space; a decoder trained longer).
-#   bash scripts/ship_default.sh            # finished runs: runs/default/pipeline + runs/shapes_vae/export
+# the DiT's EMA pipeline after its clip-start fine-tune, with the VAE swapped for the final
+# one (same encoder, so the same latent space; a decoder trained longer).
+#   bash scripts/ship_default.sh            # finished runs: runs/default_whole/pipeline + runs/shapes_vae/export
 #   bash scripts/ship_default.sh --latest   # runs still going: export their newest checkpoints first
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 FREEZE=$(python -c "from videogen.vae_train import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
-PIPE=runs/default/pipeline
+PIPE=runs/default_whole/pipeline
 VAE=runs/shapes_vae/export
 LATENTS=$VAE  # the VAE the DiT was trained with (as in train_default.sh)
 if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi
 if [ "${1:-}" = "--latest" ]; then
-  PIPE=runs/default/export-now
+  PIPE=runs/default_whole/export-now
   VAE=runs/shapes_vae/export-now
-  videogen train configs/shapes.yaml "vae.pretrained=$LATENTS" train.output_dir=runs/default --export "$PIPE"
+  videogen train configs/shapes_whole.yaml --export "$PIPE"
   videogen train-vae configs/shapes_vae.yaml --export "$VAE"
 fi
 for need in "$PIPE/model_index.json" "$VAE/config.json"; do

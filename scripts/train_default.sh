@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default model from nothing, with the project's own code:
 #   shapes data (held-out pairs excluded) -> video VAE -> T5 tokenizer + encoder -> PoM DiT
-#   -> a pipeline directory -> videogen/default_model (package data, safetensors).
+#   -> its clip-start fine-tune (2 stages) -> a pipeline directory -> videogen/default_model (package
+#   data, safetensors).
 # Every stage resumes: rerun the script after any stop (a session's end, a crash) and it
 # picks up where it was. It runs on the 2-core CPU; on a GPU machine the same commands run
 # there (add train.mixed_precision=bf16 and a larger train.batch_size).
@@ -67,6 +68,21 @@ fi
 if decoder_running; then DIT_THREADS=1; else DIT_THREADS=2; fi
 OMP_NUM_THREADS=$DIT_THREADS videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
+
+# 3b. the clip-start fine-tune (configs/shapes_start.yaml tells why): from the base run's
+#     pipeline (runs/default/pipeline, written when it finished), frame-position embeddings
+#     added, on the first two latent frames of every clip, teacher-forced. Its own latent
+#     cache (5-frame clips, ~1 min): the fingerprint names the pipeline the latents come from.
+if [ ! -f cache/shapes_start/index.json ]; then
+  OMP_NUM_THREADS=1 videogen cache configs/shapes_start.yaml --workers 2
+fi
+OMP_NUM_THREADS=2 videogen train configs/shapes_start.yaml --resume latest
+# 3c. its second stage (configs/shapes_whole.yaml): 600 steps on whole clips, which bring back
+#     the later frames that stage 1 alone breaks
+if [ ! -f cache/shapes_whole/index.json ]; then
+  OMP_NUM_THREADS=1 videogen cache configs/shapes_whole.yaml --workers 2
+fi
+OMP_NUM_THREADS=2 videogen train configs/shapes_whole.yaml --resume latest
 
 # 4. ship: the EMA pipeline with the final VAE becomes package data
 bash scripts/ship_default.sh

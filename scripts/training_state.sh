@@ -17,10 +17,10 @@
 # last one's files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=(shapes_vae default)
+RUNS=(shapes_vae default default_start default_whole)
 # the frozen-encoder VAE (the DiT's latent space), the finished VAE, the scores of DiT
 # checkpoints so far
-EXTRA=(shapes_vae/export-latents shapes_vae/export default/quick)
+EXTRA=(shapes_vae/export-latents shapes_vae/export default/quick default_start/quick)
 
 newest() {  # the newest complete checkpoint directory of a run, or nothing
   for d in "$1"/checkpoint-[0-9]*; do

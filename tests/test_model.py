@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from videogen.model import PoMVideoDiT
+from videogen.model import PoMVideoDiT, with_frame_positions
 
 B, C, H, W, TEXT_DIM = 2, 4, 8, 8, 16
 
@@ -42,10 +42,12 @@ def stream(model, latents, t, text, mask):
     return torch.stack(outs, dim=2)
 
 
-@pytest.mark.parametrize("mixer,decay", [("pom", True), ("pom", False), ("attention", True)])
+@pytest.mark.parametrize("mixer,decay,positions", [("pom", True, 0), ("pom", False, 0), ("attention", True, 0),
+                                                    ("pom", True, 2)])
 @pytest.mark.parametrize("frames", [1, 3, 7])
-def test_streaming_equals_parallel(mixer, decay, frames):
-    model = make_model(mixer, decay)
+def test_streaming_equals_parallel(mixer, decay, positions, frames):
+    """positions=2 with 7 frames: frames 2..6 share the clamped embedding in both paths."""
+    model = make_model(mixer, decay, frame_positions=positions)
     inputs = make_inputs(frames)
     with torch.no_grad():
         parallel = model(*inputs)
@@ -66,11 +68,12 @@ def stream_teacher(model, context, t_context, latents, t, text, mask):
     return torch.stack(outs, dim=2)
 
 
-@pytest.mark.parametrize("mixer,decay", [("pom", True), ("pom", False), ("attention", True)])
+@pytest.mark.parametrize("mixer,decay,positions", [("pom", True, 0), ("pom", False, 0), ("attention", True, 0),
+                                                    ("pom", True, 2)])
 @pytest.mark.parametrize("frames", [1, 4])
-def test_teacher_forcing_equals_streaming(mixer, decay, frames):
+def test_teacher_forcing_equals_streaming(mixer, decay, positions, frames):
     """forward_teacher (training with committed context) == stream, step on commit, to 1e-5."""
-    model = make_model(mixer, decay)
+    model = make_model(mixer, decay, frame_positions=positions)
     latents, t, text, mask = make_inputs(frames)
     context, t_context = torch.randn_like(latents), torch.full_like(t, 0.05)
     with torch.no_grad():
@@ -98,6 +101,38 @@ def test_causality_bit_identical(mixer):
         b = model(changed, t2, text, mask)
     assert torch.equal(a[:, :, :3], b[:, :, :3])
     assert not torch.equal(a[:, :, 3], b[:, :, 3])
+
+
+def test_frame_positions_tell_the_start_apart():
+    """The same frame after the same (empty-ish) past: index 0, 1 and >= K read differently
+    with frame positions, and only through them (K=0 has no index at all)."""
+    latents, t, text, mask = make_inputs(1)
+    for positions in (0, 2):
+        model = make_model(frame_positions=positions)
+        ctx = model.encode_text(text, mask)
+        outs = []
+        with torch.no_grad():
+            for index in (0, 1, 2, 5):
+                state = [type(s)(mixer=s.mixer, ffn_prev=s.ffn_prev, frames=index) for s in model.init_state(B)]
+                outs.append(model.step(latents[:, :, 0], t[:, 0], ctx, state))
+        same = [torch.equal(outs[0], o) for o in outs[1:]]
+        assert same == ([True, True, True] if positions == 0 else [False, False, False])
+        if positions:
+            assert torch.equal(outs[2], outs[3])  # clamped: 2 and 5 share the last embedding
+
+
+def test_with_frame_positions_grows_a_trained_model_exactly():
+    """init_from a pipeline without frame positions: the grown copy (zeroed embeddings)
+    computes exactly what the model did; a different K on a model that has them is refused."""
+    model = make_model()
+    inputs = make_inputs(5)
+    grown = with_frame_positions(model, 3)
+    assert grown.config.frame_positions == 3 and grown.frame_embed.weight.abs().sum() == 0
+    with torch.no_grad():
+        assert torch.equal(model(*inputs), grown(*inputs))
+    assert with_frame_positions(grown, 3) is grown
+    with pytest.raises(ValueError, match="frame_positions=3"):
+        with_frame_positions(grown, 4)
 
 
 def test_pom_state_is_constant_size_attention_grows():

@@ -91,6 +91,20 @@ def test_cache_in_two_processes_equals_one(data):
         cache_dataset(TINY, overrides + [f"data.cache_dir={data['root'] / 'c0'}"], workers=0)
 
 
+def test_cache_serves_the_first_frames_of_its_clips(data):
+    """data.frames below the cached clips' length: their first latent frames, cut in place
+    (a cache of 9-frame clips trains 5-frame ones); more frames than cached is refused."""
+    from videogen.config import load_config
+    from videogen.train import make_dataset
+
+    full = make_dataset(load_config(TINY, data["overrides"]))
+    short = make_dataset(load_config(TINY, data["overrides"] + ["data.frames=5"]))
+    assert full[0]["latents"].shape[1] == 3 and short[0]["latents"].shape[1] == 2
+    assert torch.equal(short[3]["latents"], full[3]["latents"][:, :2])
+    with pytest.raises(UsageError, match="built with data.frames=9, but the config has 13"):
+        make_dataset(load_config(TINY, data["overrides"] + ["data.frames=13"]))
+
+
 def test_exact_resume_matches_a_straight_run(data, straight):
     out = data["root"] / "resumed"
     first = train(TINY, data["overrides"] + [f"train.output_dir={out}", "train.stop_at_step=3"])
@@ -230,6 +244,48 @@ def test_teacher_forced_training_learns(data):
     assert abs(read_log(plain / "log.jsonl")[0]["loss"] - losses[0]) > 1e-4
 
 
+def test_init_from_gains_frame_positions(data, straight):
+    """Fine-tuning a pipeline trained without frame positions (train.init_from with
+    model.frame_positions): the transformer gains them zeroed, trains them, and exports
+    them; a run resumed from there keeps them; a different K is refused with the fix."""
+    from videogen.pipeline import load_pipeline
+
+    base = straight / "pipeline"
+    over = data["overrides"] + [f"train.init_from={base}", "model.frame_positions=2", "train.max_steps=3",
+                                f"data.cache_dir={data['root'] / 'cache-ft'}", "train.checkpoint_every=0"]
+    cache_dataset(TINY, over)
+    out = data["root"] / "finetune"
+    train(TINY, over + [f"train.output_dir={out}"])
+    tuned = load_pipeline(str(out / "pipeline")).transformer
+    assert tuned.config.frame_positions == 2
+    assert tuned.frame_embed.weight.abs().max() > 0  # trained from zero
+    start = load_pipeline(str(base)).transformer.state_dict()
+    moved = {k: (v - start[k]).abs().max().item() for k, v in tuned.state_dict().items() if k in start}
+    assert set(moved) == set(start) and max(moved.values()) < 0.05  # a fine-tune: near its start
+    from videogen.config import load_config
+    from videogen.train import load_components
+
+    wrong = load_config(TINY, [f"train.init_from={out / 'pipeline'}", "model.frame_positions=3"])
+    with pytest.raises(UsageError, match="set model.frame_positions=2"):
+        load_components(wrong)
+
+
+def test_frame_positions_train_at_their_own_rate():
+    from videogen.config import load_config
+    from videogen.model import PoMVideoDiT
+    from videogen.train import make_optimizer
+
+    cfg = load_config(TINY, ["train.lr=1e-3", "train.frame_positions_lr_mult=30"])
+    model = PoMVideoDiT(in_channels=4, dim=32, depth=1, text_dim=16, frame_positions=2)
+    optimizer, _ = make_optimizer(cfg, model, 1)
+    groups = optimizer.param_groups
+    assert [g["initial_lr"] for g in groups] == [pytest.approx(1e-3), pytest.approx(3e-2)]
+    assert groups[1]["params"] == [model.frame_embed.weight]
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    plain, _ = make_optimizer(cfg, PoMVideoDiT(in_channels=4, dim=32, depth=1, text_dim=16), 1)
+    assert len(plain.param_groups) == 1  # runs without them keep their optimizer layout
+
+
 def run_cli(argv, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
@@ -281,7 +337,7 @@ def test_large_config_builds_on_the_meta_device():
     assert dit(latents, torch.empty(1, frames, device="meta"), emb, mask).shape == latents.shape
 
 
-@pytest.mark.parametrize("name", ["tiny", "shapes", "large"])
+@pytest.mark.parametrize("name", ["tiny", "shapes", "shapes_start", "shapes_whole", "large"])
 def test_shipped_configs_validate(name):
     from videogen.config import load_config
     from videogen.train import check_train_config

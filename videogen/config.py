@@ -33,6 +33,11 @@ class ModelConfig:
     ffn: str = "mix"  # mix | mlp
     temporal_tap: bool = True
     ffn_mult: int = 4
+    # Learned embeddings of the latent frame's index 0..K-1 and one shared by every later
+    # frame (K+1 in all), added to the timestep conditioning: the clip start, which the
+    # decayed-mean state cannot tell apart from later frames. 0 = none. Fixed-size, so any
+    # length streams. With train.init_from, a pipeline without them gains them zeroed.
+    frame_positions: int = 0
 
 
 @dataclass
@@ -113,6 +118,10 @@ class TrainConfig:
     t_logit_std: float = 1.0
     t_shift: float = 1.0  # >1 spends more training on high noise levels
     teacher_forcing: float = 0.0  # share of steps denoised on clean context (as the sampler does), 2x cost
+    # learning-rate multiplier for the frame-position embeddings (model.frame_positions):
+    # zero-initialised beside a conditioning of norm ~15, at the base rate they stay ~100x
+    # smaller than it for a whole fine-tune
+    frame_positions_lr_mult: float = 1.0
 
 
 @dataclass

@@ -364,6 +364,8 @@ class LatentCacheDataset(Dataset):
     """
 
     def __init__(self, cache_dir: str, *, fingerprint: Optional[dict] = None):
+        """With a `fingerprint` whose data.frames is fewer than the cache's, items are the
+        clips' first data.frames frames (their latent frames cut to match)."""
         if not has_latent_cache(cache_dir):
             raise UsageError(f"'{cache_dir}' holds no latent cache; build it with `videogen cache CONFIG`")
         self.cache_dir = cache_dir
@@ -372,8 +374,14 @@ class LatentCacheDataset(Dataset):
         if self.index.get("format") != CACHE_FORMAT:
             raise UsageError(f"latent cache '{cache_dir}' has format {self.index.get('format')}, "
                              f"expected {CACHE_FORMAT}; delete it and rerun `videogen cache`")
+        self.latent_frames = None  # all
         if fingerprint is not None:
-            _check_fingerprint(cache_dir, self.index["fingerprint"], fingerprint)
+            stored = self.index["fingerprint"]
+            have, want = stored.get("data.frames"), fingerprint.get("data.frames")
+            if isinstance(have, int) and isinstance(want, int) and want < have:
+                self.latent_frames = _cut_latent_frames(cache_dir, self.index, have, want)
+                fingerprint = {**fingerprint, "data.frames": have}
+            _check_fingerprint(cache_dir, stored, fingerprint)
         self.rows = [(s["file"], r) for s in self.index["shards"] for r in range(s["count"])]
         self.captions = self.index["captions"]
         self._open: dict = {}
@@ -395,6 +403,8 @@ class LatentCacheDataset(Dataset):
         name, row = self.rows[index]
         shard = self._shard(name)
         item = {key: shard.get_slice(key)[row:row + 1][0] for key in ("latents", "text", "text_mask")}
+        if self.latent_frames is not None:
+            item["latents"] = item["latents"][:, :self.latent_frames].contiguous()
         item.update(caption=self.captions[index], index=index, skipped=[])
         return item
 
@@ -409,6 +419,19 @@ class LatentCacheDataset(Dataset):
         state = self.__dict__.copy()
         state["_open"] = {}
         return state
+
+
+def _cut_latent_frames(cache_dir: str, index: dict, have: int, want: int) -> int:
+    """Latent frames of the first `want` of `have` cached pixel frames (causal VAE: 1 + k*r)."""
+    from safetensors import safe_open
+
+    with safe_open(os.path.join(cache_dir, index["shards"][0]["file"]), framework="pt") as f:
+        cached = f.get_slice("latents").get_shape()[2]
+    ratio = (have - 1) // max(cached - 1, 1)
+    if cached < 2 or (want - 1) % ratio:
+        raise UsageError(f"data.frames={want} cannot be cut from the cache's {have}-frame clips in '{cache_dir}' "
+                         f"({cached} latent frames): use 1+{ratio}k frames")
+    return 1 + (want - 1) // ratio
 
 
 def _same_paths(value):

@@ -136,6 +136,7 @@ class TextContext:
 class BlockState:
     mixer: Any  # PoMState (constant size) or KVState (grows)
     ffn_prev: Optional[torch.Tensor]  # last committed frame's MixFFN hidden map (B, T, hidden)
+    frames: int = 0  # frames committed so far (the next frame's index)
 
 
 class DiTBlock(nn.Module):
@@ -181,7 +182,7 @@ class DiTBlock(nn.Module):
         x = x + self.cross_mixer.read(self.norm_cross(x), _bcast(ctx))
         y, h = self.ffn.step(modulate(self.norm2(x), shift2, scale2), grid, state.ffn_prev)
         x = x + gate2 * y
-        return x, (BlockState(mixer=mixer_state, ffn_prev=h) if commit else None)
+        return x, (BlockState(mixer=mixer_state, ffn_prev=h, frames=state.frames + 1) if commit else None)
 
 
 def _bcast(ctx):
@@ -206,7 +207,9 @@ class FinalLayer(nn.Module):
 class PoMVideoDiT(ModelMixin, ConfigMixin):
     """Text-to-video DiT over causal-VAE latents with block-causal PoM self-mixing.
 
-    No absolute frame index: order lives in the causal state, so any length works.
+    Order lives in the causal state, so any length works. With `frame_positions` K > 0 the
+    conditioning also gets a learned embedding of the frame's index, clamped at K: the first
+    K frames are told apart from each other and from all later frames, which share one.
     """
 
     _supports_gradient_checkpointing = False
@@ -228,12 +231,14 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         temporal_tap: bool = True,
         ffn_mult: int = 4,
         text_dim: int = 64,
+        frame_positions: int = 0,
     ):
         super().__init__()
         out_channels = out_channels or in_channels
         p = patch_size
         self.patch_embed = nn.Linear(in_channels * p * p, dim)
         self.t_embed = TimestepEmbedder(dim)
+        self.frame_embed = nn.Embedding(frame_positions + 1, dim) if frame_positions > 0 else None
         self.text_proj = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
         self.text_pool = nn.Linear(dim, dim)
         self.blocks = nn.ModuleList(
@@ -257,6 +262,15 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.final.adaln[-1].bias)
         nn.init.zeros_(self.final.linear.weight)
         nn.init.zeros_(self.final.linear.bias)
+        if self.frame_embed is not None:
+            nn.init.zeros_(self.frame_embed.weight)  # starts as a model without it
+
+    def _positions(self, index: torch.Tensor) -> torch.Tensor:
+        """Frame-position conditioning for latent frame indices (any shape) -> (..., D); 0
+        without frame_positions."""
+        if self.frame_embed is None:
+            return torch.zeros((), dtype=self.patch_embed.weight.dtype, device=index.device)
+        return self.frame_embed(index.clamp(max=self.config.frame_positions))
 
     # ----------------------------------------------------------------- patches & text
     def _grid(self, h: int, w: int) -> tuple:
@@ -308,7 +322,8 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
     def forward_with_context(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext) -> torch.Tensor:
         grid = self._grid(*latents.shape[-2:])
         x = self._embed(latents)
-        cond = self.t_embed(t) + ctx.pooled.unsqueeze(1)  # (B, F, D)
+        frames = torch.arange(latents.shape[2], device=latents.device)
+        cond = self.t_embed(t) + ctx.pooled.unsqueeze(1) + self._positions(frames)  # (B, F, D)
         for block, block_ctx in zip(self.blocks, ctx.layers):
             x = block(x, cond, block_ctx, grid)
         return self._unembed(self.final(x, cond), grid).to(latents.dtype)
@@ -322,8 +337,9 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         ctx = self.encode_text(text, text_mask)
         grid = self._grid(*latents.shape[-2:])
         xc, xn = self._embed(context), self._embed(latents)
-        cond_c = self.t_embed(t_context) + ctx.pooled.unsqueeze(1)
-        cond_n = self.t_embed(t) + ctx.pooled.unsqueeze(1)
+        pos = self._positions(torch.arange(latents.shape[2], device=latents.device))
+        cond_c = self.t_embed(t_context) + ctx.pooled.unsqueeze(1) + pos
+        cond_n = self.t_embed(t) + ctx.pooled.unsqueeze(1) + pos
         for block, block_ctx in zip(self.blocks, ctx.layers):
             xc, xn = block.forward_pair(xc, xn, cond_c, cond_n, block_ctx, grid)
         return self._unembed(self.final(xn, cond_n), grid).to(latents.dtype)
@@ -339,7 +355,8 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
     def _frame(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list, commit: bool):
         grid = self._grid(*latent.shape[-2:])
         x = self._embed(latent.unsqueeze(2))[:, 0]  # (B, T, D)
-        cond = self.t_embed(t) + ctx.pooled  # (B, D)
+        index = torch.tensor(state[0].frames, device=latent.device)
+        cond = self.t_embed(t) + ctx.pooled + self._positions(index)  # (B, D)
         new_state = []
         for block, block_ctx, block_state in zip(self.blocks, ctx.layers, state):
             x, s = block.step(x, cond, block_ctx, grid, block_state, commit)
@@ -354,3 +371,22 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
     def commit(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list) -> list:
         """Fold a finished frame (seen at noise level t) into the state; returns the new state."""
         return self._frame(latent, t, ctx, state, commit=True)[1]
+
+
+def with_frame_positions(model: PoMVideoDiT, frame_positions: int) -> PoMVideoDiT:
+    """`model` with `frame_positions` frame-position embeddings: itself if it has them, else
+    a copy that gains them zeroed (so it computes exactly what `model` does until trained).
+
+    Fine-tuning a pipeline trained without them (`train.init_from` with
+    model.frame_positions > 0). Any other change of architecture is an error.
+    """
+    have = model.config.frame_positions
+    if have == frame_positions:
+        return model
+    if have:
+        raise ValueError(f"the transformer has frame_positions={have}; it cannot change to {frame_positions}")
+    config = {k: v for k, v in model.config.items() if not k.startswith("_")}  # _use_default_values would win
+    grown = PoMVideoDiT.from_config({**config, "frame_positions": frame_positions})
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    assert missing == ["frame_embed.weight"] and not unexpected, (missing, unexpected)
+    return grown.to(device=model.device, dtype=model.dtype)

@@ -188,6 +188,8 @@ def check_train_config(cfg: Config) -> None:
         raise UsageError(f"train.caption_dropout must be in [0, 1), not {t.caption_dropout}")
     if not 0 <= t.teacher_forcing <= 1:
         raise UsageError(f"train.teacher_forcing must be in [0, 1] (a share of steps), not {t.teacher_forcing}")
+    if t.frame_positions_lr_mult <= 0:
+        raise UsageError(f"train.frame_positions_lr_mult must be > 0, not {t.frame_positions_lr_mult}")
     if not 0 <= t.ema_decay < 1:
         raise UsageError(f"train.ema_decay must be in [0, 1) (0 disables EMA), not {t.ema_decay}")
     if len(t.adam_betas) != 2 or not all(0 <= b < 1 for b in t.adam_betas):
@@ -272,17 +274,26 @@ def load_components(cfg: Config) -> dict:
     from videogen.pipeline import build_components
 
     if cfg.train.init_from:
-        return _components_from_pipeline(cfg.train.init_from)
+        return _components_from_pipeline(cfg.train.init_from, cfg.model.frame_positions)
     return build_components(cfg, seed=cfg.train.seed)
 
 
-def _components_from_pipeline(path: str) -> dict:
+def _components_from_pipeline(path: str, frame_positions: int = 0) -> dict:
+    from videogen.model import with_frame_positions
     from videogen.pipeline import COMPONENTS, load_pipeline
 
     pipe = load_pipeline(path)
     logger.info("starting from the pipeline in %s (its transformer, VAE and text encoder; "
-                "the config's model/vae/text sections are not used)", path)
-    return {name: getattr(pipe, name) for name in COMPONENTS}
+                "the config's model/vae/text sections are not used but for model.frame_positions)", path)
+    components = {name: getattr(pipe, name) for name in COMPONENTS}
+    have = components["transformer"].config.frame_positions
+    if frame_positions != have:
+        if have:
+            raise UsageError(f"model.frame_positions={frame_positions}, but the transformer in {path} was "
+                             f"trained with {have}: set model.frame_positions={have}")
+        components["transformer"] = with_frame_positions(components["transformer"], frame_positions)
+        logger.info("the transformer gains %d+1 frame-position embeddings, zero-initialised", frame_positions)
+    return components
 
 
 def _freeze(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
@@ -609,8 +620,14 @@ def make_optimizer(cfg: Config, model: torch.nn.Module, num_processes: int) -> t
     from diffusers.optimization import get_cosine_schedule_with_warmup
 
     t = cfg.train
-    optimizer = torch.optim.AdamW(model.parameters(), lr=t.lr, betas=tuple(t.adam_betas),
-                                  weight_decay=t.weight_decay)
+    embed = getattr(model, "frame_embed", None)
+    if embed is None:
+        params = model.parameters()
+    else:  # the frame-position embeddings in a group of their own, at their own rate
+        own = {id(p) for p in embed.parameters()}
+        params = [{"params": [p for p in model.parameters() if id(p) not in own]},
+                  {"params": list(embed.parameters()), "lr": t.lr * t.frame_positions_lr_mult}]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
     # The prepared scheduler steps once per process per optimizer step (accelerate's
     # convention), so its horizon is counted in process-steps.
     scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps * num_processes,
