@@ -28,6 +28,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VAE_RUN = os.path.join(REPO, "runs", "shapes_vae")
 DIT_RUN = os.path.join(REPO, "runs", "default")
 FT_RUN = os.path.join(REPO, "runs", "default_start")
+WHOLE_RUN = os.path.join(REPO, "runs", "default_whole")  # the fine-tune's second stage (shipped)
 # how `videogen train` is told each DiT run's config (the fine-tune's names its own data and VAE)
 RUN_ARGS = {"base": (DIT_RUN, ["configs/shapes.yaml", f"vae.pretrained={os.path.join(VAE_RUN, 'export-latents')}",
                                f"train.output_dir={DIT_RUN}"]),
@@ -157,6 +158,7 @@ def main() -> None:
     vae_log = read_jsonl(os.path.join(VAE_RUN, "log.jsonl"))
     dit_log = read_jsonl(os.path.join(DIT_RUN, "log.jsonl"))
     ft_log = read_jsonl(os.path.join(FT_RUN, "log.jsonl"))
+    whole_log = read_jsonl(os.path.join(WHOLE_RUN, "log.jsonl"))
     offset = max((r["step"] for r in dit_log), default=0)
     scores = checkpoint_scores(DIT_RUN)
     ft_scores = checkpoint_scores(FT_RUN, offset)
@@ -164,6 +166,7 @@ def main() -> None:
     for src, dst in ((os.path.join(VAE_RUN, "log.jsonl"), "vae_log.jsonl"),
                      (os.path.join(DIT_RUN, "log.jsonl"), "dit_log.jsonl"),
                      (os.path.join(FT_RUN, "log.jsonl"), "dit_start_log.jsonl"),
+                     (os.path.join(WHOLE_RUN, "log.jsonl"), "dit_whole_log.jsonl"),
                      (os.path.join(VAE_RUN, "eval.json"), "vae_eval.json")):
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(LOGS, dst))
@@ -185,6 +188,10 @@ def main() -> None:
                          "loss_last_100_logs": (sum(r["loss"] for r in ft_losses[-100:]) / len(ft_losses[-100:]))
                          if ft_losses else None,
                          "checkpoint_scores": ft_scores},
+        "dit_whole": {"steps": max((r["step"] for r in whole_log), default=0),
+                      "loss_last_100_logs": (sum(r["loss"] for r in whole_log[-100:] if "loss" in r)
+                                             / max(1, sum("loss" in r for r in whole_log[-100:])))
+                      if whole_log else None},
         "logs": "results/logs/ (copies of runs/*/log.jsonl)",
     }
     print(write_report("default_training", report,
