@@ -36,6 +36,12 @@ RUN_ARGS = {"base": (DIT_RUN, ["configs/shapes.yaml", f"vae.pretrained={os.path.
 LOGS = os.path.join(RESULTS, "logs")
 
 
+def mean_last_loss(log: list[dict], n: int = 100):
+    """Mean loss over a log's last n loss records, or None before the first."""
+    losses = [r["loss"] for r in log if "loss" in r][-n:]
+    return sum(losses) / len(losses) if losses else None
+
+
 def read_jsonl(path: str) -> list[dict]:
     if not os.path.exists(path):
         return []
@@ -76,9 +82,7 @@ def checkpoint_scores(run_dir: str, offset: int = 0) -> list[dict]:
     """Quick scores of a run's checkpoints (not sampler sweeps: step-NNNNNN.json only), at
     step + offset."""
     rows = []
-    for path in sorted(glob.glob(os.path.join(run_dir, "quick", "step-[0-9]*.json"))):
-        if not os.path.basename(path)[5:11].isdigit() or len(os.path.basename(path)) != 16:
-            continue
+    for path in sorted(glob.glob(os.path.join(run_dir, "quick", "step-" + "[0-9]" * 6 + ".json"))):
         with open(path) as f:
             report = json.load(f)
         rates = report["rates"]
@@ -171,8 +175,6 @@ def main() -> None:
         if os.path.exists(src):
             shutil.copyfile(src, os.path.join(LOGS, dst))
     evals = [r for r in vae_log if "eval_psnr" in r]
-    losses = [r for r in dit_log if "loss" in r]
-    ft_losses = [r for r in ft_log if "loss" in r]
     report = {
         "vae": {"steps": max((r["step"] for r in vae_log), default=0),
                 "eval_psnr": [(r["step"], round(r["eval_psnr"], 2)) for r in evals],
@@ -182,16 +184,12 @@ def main() -> None:
                                          if "eval_psnr_long" in r],
                 "bar_db": 30.0},
         "dit": {"steps": max((r["step"] for r in dit_log), default=0),
-                "loss_last_100_logs": (sum(r["loss"] for r in losses[-100:]) / len(losses[-100:])) if losses else None,
+                "loss_last_100_logs": mean_last_loss(dit_log),
                 "checkpoint_scores": scores},
         "dit_start": {"steps": max((r["step"] for r in ft_log), default=0), "from_base_step": offset,
-                         "loss_last_100_logs": (sum(r["loss"] for r in ft_losses[-100:]) / len(ft_losses[-100:]))
-                         if ft_losses else None,
-                         "checkpoint_scores": ft_scores},
+                      "loss_last_100_logs": mean_last_loss(ft_log), "checkpoint_scores": ft_scores},
         "dit_whole": {"steps": max((r["step"] for r in whole_log), default=0),
-                      "loss_last_100_logs": (sum(r["loss"] for r in whole_log[-100:] if "loss" in r)
-                                             / max(1, sum("loss" in r for r in whole_log[-100:])))
-                      if whole_log else None},
+                      "loss_last_100_logs": mean_last_loss(whole_log)},
         "logs": "results/logs/ (copies of runs/*/log.jsonl)",
     }
     print(write_report("default_training", report,

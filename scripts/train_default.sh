@@ -69,20 +69,20 @@ if decoder_running; then DIT_THREADS=1; else DIT_THREADS=2; fi
 OMP_NUM_THREADS=$DIT_THREADS videogen train "${DIT_ARGS[@]}" --resume latest
 if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
 
-# 3b. the clip-start fine-tune (configs/shapes_start.yaml tells why): from the base run's
-#     pipeline (runs/default/pipeline, written when it finished), frame-position embeddings
-#     added, on the first two latent frames of every clip, teacher-forced. Its own latent
-#     cache (5-frame clips, ~1 min): the fingerprint names the pipeline the latents come from.
-if [ ! -f cache/shapes_start/index.json ]; then
-  OMP_NUM_THREADS=1 videogen cache configs/shapes_start.yaml --workers 2
-fi
-OMP_NUM_THREADS=2 videogen train configs/shapes_start.yaml --resume latest
-# 3c. its second stage (configs/shapes_whole.yaml): 600 steps on whole clips, which bring back
-#     the later frames that stage 1 alone breaks
-if [ ! -f cache/shapes_whole/index.json ]; then
-  OMP_NUM_THREADS=1 videogen cache configs/shapes_whole.yaml --workers 2
-fi
-OMP_NUM_THREADS=2 videogen train configs/shapes_whole.yaml --resume latest
+# 3b. the clip-start fine-tune, in two stages, each from the pipeline the one before wrote
+#     (its config tells why): configs/shapes_start.yaml (from runs/default/pipeline:
+#     frame-position embeddings added, the first two latent frames of every clip,
+#     teacher-forced), then configs/shapes_whole.yaml (600 steps on whole clips, which bring
+#     back the later frames that the first stage alone breaks). Each has its own latent
+#     cache: the fingerprint names the pipeline the latents come from.
+finetune() {  # CONFIG: cache once (into its data.cache_dir), then train (resumes)
+  local cache
+  cache=$(python -c "from videogen.config import load_config as l; print(l('$1').data.cache_dir)")
+  if [ ! -f "$cache/index.json" ]; then OMP_NUM_THREADS=1 videogen cache "$1" --workers 2; fi
+  OMP_NUM_THREADS=2 videogen train "$1" --resume latest
+}
+finetune configs/shapes_start.yaml
+finetune configs/shapes_whole.yaml
 
 # 4. ship: the EMA pipeline with the final VAE becomes package data
 bash scripts/ship_default.sh

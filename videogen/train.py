@@ -286,12 +286,14 @@ def _components_from_pipeline(path: str, frame_positions: int = 0) -> dict:
     logger.info("starting from the pipeline in %s (its transformer, VAE and text encoder; "
                 "the config's model/vae/text sections are not used but for model.frame_positions)", path)
     components = {name: getattr(pipe, name) for name in COMPONENTS}
-    have = components["transformer"].config.frame_positions
-    if frame_positions != have:
-        if have:
-            raise UsageError(f"model.frame_positions={frame_positions}, but the transformer in {path} was "
-                             f"trained with {have}: set model.frame_positions={have}")
-        components["transformer"] = with_frame_positions(components["transformer"], frame_positions)
+    transformer = components["transformer"]
+    try:
+        components["transformer"] = with_frame_positions(transformer, frame_positions)
+    except ValueError:
+        have = transformer.config.frame_positions
+        raise UsageError(f"model.frame_positions={frame_positions}, but the transformer in {path} was "
+                         f"trained with {have}: set model.frame_positions={have}") from None
+    if components["transformer"] is not transformer:
         logger.info("the transformer gains %d+1 frame-position embeddings, zero-initialised", frame_positions)
     return components
 
