@@ -38,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=64)
     args = parser.parse_args()
-    from videogen.synthetic import write_shapes_dataset
+    from videogen.data.shapes import write_shapes_dataset
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@ Both pipelines have the same size and config (configs/tiny.yaml at 64x64), diffe
 in `model.mixer`. Where trained pipelines exist, pass them with --pom/--attention; otherwise
 small random pipelines are made (seed 0, zero-initialised branches opened by noise), which
 measures how each mixer's untrained dynamics hold up over 240 frames, not quality.
-Each generates the same prompts with the same seeds; `videogen.evaluate` scores them side by
+Each generates the same prompts with the same seeds; `videogen.evaluation.metrics` scores them side by
 side, and the drift curves go into one PNG.
 
     python benchmarks/consistency.py [--pom DIR --attention DIR] [--frames 240]
@@ -32,8 +32,8 @@ def make_pipeline(directory: str, mixer: str) -> str:
     gets N(0, OPEN_STD) added (seeded), which opens the residual branches."""
     import torch
 
-    from videogen.model import PoMVideoDiT
-    from videogen.pipeline import init_pipeline
+    from videogen.models.dit import PoMVideoDiT
+    from videogen.training.components import init_pipeline
 
     init_pipeline(directory, config=os.path.join(REPO, "configs", "tiny.yaml"),
                   overrides=["data.size=64", f"model.mixer={mixer}"], seed=0)
@@ -70,8 +70,8 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from videogen.evaluate import evaluate_video
-    from videogen.pipeline import generate_to_file
+    from videogen.evaluation.metrics import evaluate_video
+    from videogen.pipelines.pipeline import generate_to_file
 
     reports = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -2,7 +2,7 @@
 
 Every prompt of data/prompts_shapes.txt (every colour, shape and motion, the held-out
 colour-shape pairs included) is generated for 240 frames with its own seed, then
-`videogen.shapes_scorer.score_video` checks colour, shape, direction, presence, drift at
+`videogen.evaluation.shapes_scorer.score_video` checks colour, shape, direction, presence, drift at
 the end (background still dark, object's colour unchanged) and motion over the last 60
 frames. Writes results/default_quality.json (rates, bars, one row per prompt) and
 results/default_quality.png, a contact sheet of frames 0, 60, 120, 180, 239 of 8 prompts.
@@ -48,7 +48,7 @@ def _init(model: str | None, threads: int) -> None:
     global _pipe
     import torch
 
-    from videogen.pipeline import load_pipeline
+    from videogen.pipelines.pipeline import load_pipeline
 
     torch.set_num_threads(threads)
     _pipe = load_pipeline(model)
@@ -56,7 +56,7 @@ def _init(model: str | None, threads: int) -> None:
 
 def _generate(job: tuple) -> tuple:
     """(index, prompt, seed, frames, sampler overrides) -> (index, score row, sheet frames, seconds)."""
-    from videogen.shapes_scorer import score_video
+    from videogen.evaluation.shapes_scorer import score_video
 
     index, prompt, seed, frames, overrides = job
     start = time.perf_counter()
@@ -77,7 +77,7 @@ def end_checks(row: dict) -> dict:
 
 
 def summarise(rows: list[dict]) -> dict:
-    from videogen.shapes_scorer import aggregate
+    from videogen.evaluation.shapes_scorer import aggregate
 
     rates = aggregate(rows)
     checks = [end_checks(r) for r in rows]
@@ -101,7 +101,7 @@ def sampler_settings(model: str | None, overrides: dict) -> dict:
     """The sampler settings the videos are made with: the pipeline's, then the overrides."""
     import json
 
-    from videogen.pipeline import DEFAULT_MODEL_DIR
+    from videogen.pipelines.pipeline import DEFAULT_MODEL_DIR
 
     with open(os.path.join(model or DEFAULT_MODEL_DIR, "model_index.json")) as f:
         index = json.load(f)
@@ -111,7 +111,7 @@ def sampler_settings(model: str | None, overrides: dict) -> dict:
 def sheet_indices(prompts: list[str]) -> list[int]:
     """8 prompts: one per held-out pair, then each next one the prompt that adds the most
     colours, shapes and motions not shown yet."""
-    from videogen.synthetic import HELD_OUT, parse_prompt
+    from videogen.data.shapes import HELD_OUT, parse_prompt
 
     parsed = [parse_prompt(p) for p in prompts]
     chosen: list[int] = []

@@ -48,7 +48,7 @@ def load(spec: str):
     """LABEL=PIPE[,CHECKPOINT] -> (label, pipeline)."""
     from safetensors.torch import load_file
 
-    from videogen.pipeline import load_pipeline
+    from videogen.pipelines.pipeline import load_pipeline
 
     label, _, where = spec.partition("=")
     pipe_dir, _, checkpoint = where.partition(",")
@@ -59,7 +59,7 @@ def load(spec: str):
 
 
 def flip_test(pipe, seeds: int, frames: int) -> dict:
-    from videogen.shapes_scorer import classify_motion, detect
+    from videogen.evaluation.shapes_scorer import classify_motion, detect
 
     motion = {}
     for colour, shape in PAIRS:
@@ -77,10 +77,10 @@ def flip_test(pipe, seeds: int, frames: int) -> dict:
 def frame1_margins(pipe, clips: int, context_noise: float, t: float) -> dict:
     import torch
 
-    from videogen.schedule import add_noise
-    from videogen.synthetic import Clip, allowed_pairs, sample_clip
-    from videogen.text import encode_prompts
-    from videogen.vae import encode_video
+    from videogen.diffusion.flow import add_noise
+    from videogen.data.shapes import Clip, allowed_pairs, sample_clip
+    from videogen.models.text import encode_prompts
+    from videogen.models.vae import encode_video
 
     model = pipe.transformer.eval()
     rng = np.random.default_rng(0)

@@ -36,10 +36,10 @@ sys.path.insert(0, REPO)
 
 from _common import RESULTS, figure, write_report  # noqa: E402
 
-from videogen.config import load_config  # noqa: E402
-from videogen.data import LatentCacheDataset, collate_clips  # noqa: E402
-from videogen.model import PoMVideoDiT  # noqa: E402
-from videogen.schedule import add_noise, velocity_target  # noqa: E402
+from videogen.training.config import load_config  # noqa: E402
+from videogen.data.datasets import LatentCacheDataset, collate_clips  # noqa: E402
+from videogen.models.dit import PoMVideoDiT  # noqa: E402
+from videogen.diffusion.flow import add_noise, velocity_target  # noqa: E402
 
 CLIPS, BATCH, SEED = 64, 16, 0
 

@@ -30,7 +30,7 @@ WARMUP = 2
 def worker(mixer: str, n_tokens: int, repeats: int) -> dict:
     import torch
 
-    from videogen.pom import make_mixer
+    from videogen.models.mixers import make_mixer
 
     torch.manual_seed(0)
     layer = make_mixer(mixer, DIM, degree=2, expand=2, heads=4)

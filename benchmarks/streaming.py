@@ -58,8 +58,8 @@ def tenth_per_frame(stamps: list, first: bool) -> float | None:
 def worker(model_dir: str, frames: int) -> dict:
     import torch
 
-    from videogen.pipeline import load_pipeline
-    from videogen.video_io import open_writer
+    from videogen.pipelines.pipeline import load_pipeline
+    from videogen.data.video_io import open_writer
 
     torch.set_num_threads(1)
     start = time.perf_counter()
@@ -114,8 +114,8 @@ def state_megabytes(model_dir: str, frames_list: list) -> dict:
     frames: constant for PoM, the growing KV cache for attention. Measured on the tensors."""
     import torch
 
-    from videogen.pipeline import load_pipeline
-    from videogen.vae import latent_frames_for
+    from videogen.pipelines.pipeline import load_pipeline
+    from videogen.models.vae import latent_frames_for
 
     pipe = load_pipeline(model_dir)
     model = pipe.transformer
@@ -133,7 +133,7 @@ def state_megabytes(model_dir: str, frames_list: list) -> dict:
 
 
 def make_models(tmp: str) -> dict:
-    from videogen.pipeline import init_pipeline
+    from videogen.training.components import init_pipeline
 
     dirs = {}
     for mixer in ("pom", "attention"):

@@ -30,9 +30,9 @@ sys.path.insert(0, REPO)
 
 from _common import RESULTS, figure, write_report  # noqa: E402
 
-from videogen.config import VAEConfig  # noqa: E402
-from videogen.vae import build_vae, decode_latents, encode_video  # noqa: E402
-from videogen.vae_train import (Reconstruction, eval_set, foreground_mask, load_vae_train_config,  # noqa: E402
+from videogen.models.vae import VAEConfig  # noqa: E402
+from videogen.models.vae import build_vae, decode_latents, encode_video  # noqa: E402
+from videogen.training.vae import (Reconstruction, eval_set, foreground_mask, load_vae_train_config,  # noqa: E402
                                 psnr)
 
 CLIPS, FRAMES, SEED, K = 96, 33, 99, 5

@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-FREEZE=$(python -c "from videogen.vae_train import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
+FREEZE=$(python -c "from videogen.training.vae import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
 VAE=runs/shapes_vae/export              # the final VAE
 LATENTS=$VAE                            # the VAE whose latents the DiT learns
 if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi  # the VAE at the freeze step
@@ -77,7 +77,7 @@ if [ -n "${DECODER:-}" ]; then wait "$DECODER"; fi
 #     cache: the fingerprint names the pipeline the latents come from.
 finetune() {  # CONFIG: cache once (into its data.cache_dir), then train (resumes)
   local cache
-  cache=$(python -c "from videogen.config import load_config as l; print(l('$1').data.cache_dir)")
+  cache=$(python -c "from videogen.training.config import load_config as l; print(l('$1').data.cache_dir)")
   if [ ! -f "$cache/index.json" ]; then OMP_NUM_THREADS=1 videogen cache "$1" --workers 2; fi
   OMP_NUM_THREADS=2 videogen train "$1" --resume latest
 }

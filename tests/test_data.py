@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from videogen.data import (LatentCacheDataset, LatentCacheWriter, VideoTextDataset, clip_to_tensor,
+from videogen.data.datasets import (LatentCacheDataset, LatentCacheWriter, VideoTextDataset, clip_to_tensor,
                            collate_clips, read_manifest)
 from videogen.errors import UsageError
-from videogen.video_io import Mp4Writer
+from videogen.data.video_io import Mp4Writer
 
 
 def write_clip(path, frames=9, size=32, colour=(220, 40, 40), fps=8):

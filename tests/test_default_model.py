@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from videogen.pipeline import COMPONENTS, DEFAULT_MODEL_DIR
+from videogen.pipelines.pipeline import COMPONENTS, DEFAULT_MODEL_DIR
 
 SHIPPED = os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, "model_index.json"))
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
@@ -16,7 +16,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1")
 
 def test_without_a_shipped_model_generate_names_the_fix(tmp_path, monkeypatch):
     """An install without the default (e.g. a source tree before training) fails cleanly."""
-    import videogen.pipeline as pipeline
+    import videogen.pipelines.pipeline as pipeline
     from videogen.errors import UsageError
 
     monkeypatch.setattr(pipeline, "DEFAULT_MODEL_DIR", str(tmp_path / "absent"))
@@ -40,8 +40,8 @@ def test_generate_without_model_draws_the_prompt(tmp_path):
     """`videogen generate` with no --model: the object has the prompt's colour and shape and
     moves its way (the README's own example; the model before the clip-start fine-tune moved
     it left with this seed)."""
-    from videogen.shapes_scorer import score_video
-    from videogen.video_io import read_video
+    from videogen.evaluation.shapes_scorer import score_video
+    from videogen.data.video_io import read_video
 
     out = tmp_path / "red.mp4"
     prompt = "a red circle moving right"

@@ -10,11 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from videogen import evaluate as E
-from videogen import synthetic as S
+from videogen.evaluation import metrics as E
+from videogen.data import shapes as S
 from videogen.errors import UsageError
-from videogen.shapes_scorer import aggregate, score_video
-from videogen.video_io import Mp4Writer, read_video
+from videogen.evaluation.shapes_scorer import aggregate, score_video
+from videogen.data.video_io import Mp4Writer, read_video
 
 
 def moving_texture(frames=16, size=64, step=2, seed=0):

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from videogen.cli import main
-from videogen.pipeline import init_pipeline, load_pipeline
+from videogen.pipelines.pipeline import load_pipeline
+from videogen.training.components import init_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny.yaml")
@@ -122,7 +123,7 @@ def test_ctrl_c_mid_generation_leaves_no_file(tiny_model, tmp_path):
 
 def test_outputs_get_the_mode_a_plain_write_gives(tiny_model, tmp_path):
     """Written under a temporary name (mkstemp/mkdtemp: 0600/0700) and renamed: still 0666/0777 less the umask."""
-    from videogen.pipeline import generate_to_file
+    from videogen.pipelines.pipeline import generate_to_file
 
     old = os.umask(0o022)
     try:
@@ -136,7 +137,7 @@ def test_outputs_get_the_mode_a_plain_write_gives(tiny_model, tmp_path):
 
 
 def test_context_noise_override_reaches_the_sampler(tiny_model, monkeypatch):
-    import videogen.pipeline as pipeline_module
+    import videogen.pipelines.pipeline as pipeline_module
 
     seen = []
     real = pipeline_module.stream_latents
@@ -153,7 +154,7 @@ def test_context_noise_override_reaches_the_sampler(tiny_model, monkeypatch):
 
 
 def test_first_ctrl_c_waits_for_the_frame_boundary_second_stops_at_once():
-    from videogen.pipeline import interrupt_between_frames
+    from videogen.pipelines.pipeline import interrupt_between_frames
 
     with interrupt_between_frames() as check:
         check()  # nothing pressed: no-op

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from videogen.model import PoMVideoDiT, with_frame_positions
+from videogen.models.dit import PoMVideoDiT, with_frame_positions
 
 B, C, H, W, TEXT_DIM = 2, 4, 8, 8, 16
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from videogen.pom import PoM
+from videogen.models.mixers import PoM
 
 
 def dense_block_causal_reference(pom: PoM, x: torch.Tensor, frames: int) -> torch.Tensor:

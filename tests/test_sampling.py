@@ -5,8 +5,8 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from videogen.errors import UsageError
-from videogen.model import PoMVideoDiT
-from videogen.sampling import (SamplerSettings, euler_sigmas, latent_index_for_frame, parse_prompt_schedule,
+from videogen.models.dit import PoMVideoDiT
+from videogen.diffusion.sampler import (SamplerSettings, euler_sigmas, latent_index_for_frame, parse_prompt_schedule,
                                stream_latents)
 
 C, H, W, TEXT_DIM = 4, 8, 8, 16

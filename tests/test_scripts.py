@@ -122,7 +122,7 @@ def _trained(tmp_path: Path, steps: int):
     """A tiny model, AdamW and a shadow copy after `steps` steps, saved as accelerate saves a run."""
     from accelerate import Accelerator
 
-    from videogen.train import TrainState
+    from videogen.training.dit import TrainState
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))

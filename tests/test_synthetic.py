@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videogen import synthetic as S
+from videogen.data import shapes as S
 from videogen.cli import main
 from videogen.errors import UsageError
 
@@ -124,7 +124,7 @@ def _write(out, **kw):
 
 
 def test_dataset_files_are_reproducible_from_the_seed(tmp_path):
-    from videogen.video_io import read_video
+    from videogen.data.video_io import read_video
 
     a, b = _write(tmp_path / "a"), _write(tmp_path / "b")
     assert (a / "metadata.csv").read_bytes() == (b / "metadata.csv").read_bytes()

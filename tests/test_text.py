@@ -6,9 +6,9 @@ import logging
 import pytest
 import torch
 
-from videogen.config import TextConfig
+from videogen.models.text import TextConfig
 from videogen.errors import UsageError
-from videogen.text import (build_text_encoder, build_tokenizer, encode_prompts,
+from videogen.models.text import (build_text_encoder, build_tokenizer, encode_prompts,
                            load_text_components)
 
 COLOURS = ["red", "yellow", "green", "cyan", "blue", "purple", "white"]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from videogen import cli
 from videogen.errors import UsageError
-from videogen.train import HANG_ENV, cache_dataset, list_checkpoints, read_log, train
+from videogen.training.dit import HANG_ENV, cache_dataset, list_checkpoints, read_log, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
@@ -25,7 +25,7 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from videogen.synthetic import write_shapes_dataset
+    from videogen.data.shapes import write_shapes_dataset
 
     root = tmp_path_factory.mktemp("train")
     shapes = write_shapes_dataset(root / "shapes", num=8, frames=9, size=32, seed=0)
@@ -74,7 +74,7 @@ def test_cache_holds_every_clip_and_is_checked(data):
 
 
 def test_cache_in_two_processes_equals_one(data):
-    from videogen.data import LatentCacheDataset
+    from videogen.data.datasets import LatentCacheDataset
 
     overrides = [o for o in data["overrides"] if not o.startswith("data.cache_dir=")]
     two = data["root"] / "cache-2proc"
@@ -94,8 +94,8 @@ def test_cache_in_two_processes_equals_one(data):
 def test_cache_serves_the_first_frames_of_its_clips(data):
     """data.frames below the cached clips' length: their first latent frames, cut in place
     (a cache of 9-frame clips trains 5-frame ones); more frames than cached is refused."""
-    from videogen.config import load_config
-    from videogen.train import make_dataset
+    from videogen.training.config import load_config
+    from videogen.training.dit import make_dataset
 
     full = make_dataset(load_config(TINY, data["overrides"]))
     short = make_dataset(load_config(TINY, data["overrides"] + ["data.frames=5"]))
@@ -139,7 +139,7 @@ def test_a_checkpoint_of_the_older_layout_resumes(tmp_path):
     """Before ema.safetensors, the EMA was accelerate's custom object 1 (a pickle)."""
     from accelerate import Accelerator
 
-    from videogen.train import EMA, TrainState, upgrade_checkpoint
+    from videogen.training.dit import EMA, TrainState, upgrade_checkpoint
 
     class OldEMA:
         def state_dict(self):
@@ -248,7 +248,7 @@ def test_init_from_gains_frame_positions(data, straight):
     """Fine-tuning a pipeline trained without frame positions (train.init_from with
     model.frame_positions): the transformer gains them zeroed, trains them, and exports
     them; a run resumed from there keeps them; a different K is refused with the fix."""
-    from videogen.pipeline import load_pipeline
+    from videogen.pipelines.pipeline import load_pipeline
 
     base = straight / "pipeline"
     over = data["overrides"] + [f"train.init_from={base}", "model.frame_positions=2", "train.max_steps=3",
@@ -262,8 +262,8 @@ def test_init_from_gains_frame_positions(data, straight):
     start = load_pipeline(str(base)).transformer.state_dict()
     moved = {k: (v - start[k]).abs().max().item() for k, v in tuned.state_dict().items() if k in start}
     assert set(moved) == set(start) and max(moved.values()) < 0.05  # a fine-tune: near its start
-    from videogen.config import load_config
-    from videogen.train import load_components
+    from videogen.training.config import load_config
+    from videogen.training.components import load_components
 
     wrong = load_config(TINY, [f"train.init_from={out / 'pipeline'}", "model.frame_positions=3"])
     with pytest.raises(UsageError, match="set model.frame_positions=2"):
@@ -271,9 +271,9 @@ def test_init_from_gains_frame_positions(data, straight):
 
 
 def test_frame_positions_train_at_their_own_rate():
-    from videogen.config import load_config
-    from videogen.model import PoMVideoDiT
-    from videogen.train import make_optimizer
+    from videogen.training.config import load_config
+    from videogen.models.dit import PoMVideoDiT
+    from videogen.training.dit import make_optimizer
 
     cfg = load_config(TINY, ["train.lr=1e-3", "train.frame_positions_lr_mult=30"])
     model = PoMVideoDiT(in_channels=4, dim=32, depth=1, text_dim=16, frame_positions=2)
@@ -316,10 +316,10 @@ def test_large_config_builds_on_the_meta_device():
     no memory; the shapes must agree end to end."""
     import dataclasses
 
-    from videogen.config import load_config
-    from videogen.model import PoMVideoDiT
-    from videogen.text import build_text_encoder
-    from videogen.vae import build_vae, check_video_size, latent_frames_for, vae_factors
+    from videogen.training.config import load_config
+    from videogen.models.dit import PoMVideoDiT
+    from videogen.models.text import build_text_encoder
+    from videogen.models.vae import build_vae, check_video_size, latent_frames_for, vae_factors
 
     cfg = load_config(os.path.join(ROOT, "configs", "large.yaml"))
     assert cfg.vae.pretrained and cfg.text.pretrained  # the real run loads local directories
@@ -339,8 +339,8 @@ def test_large_config_builds_on_the_meta_device():
 
 @pytest.mark.parametrize("name", ["tiny", "shapes", "shapes_start", "shapes_whole", "large"])
 def test_shipped_configs_validate(name):
-    from videogen.config import load_config
-    from videogen.train import check_train_config
+    from videogen.training.config import load_config
+    from videogen.training.dit import check_train_config
 
     cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
     cfg.data.manifest = TINY  # any existing path: the dataset itself is not part of this check

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from videogen.config import VAEConfig
+from videogen.models.vae import VAEConfig
 from videogen.errors import UsageError
-from videogen.vae import (StreamingDecoder, build_vae, check_video_size, decode_latents,
+from videogen.models.vae import (StreamingDecoder, build_vae, check_video_size, decode_latents,
                           encode_video, frames_to_uint8, latent_frames_for, pixel_frames_for,
                           vae_factors)
 
@@ -119,7 +119,7 @@ def test_frames_to_uint8():
 
 def test_onednn_conv3d_is_scoped_and_exact(vae, latents):
     """The decoder's oneDNN route gives the reference pixels and leaves no patch behind."""
-    from videogen.vae import _onednn_conv3d
+    from videogen.models.vae import _onednn_conv3d
 
     x = vae.post_quant_conv(latents[:, :, :1])
     with torch.no_grad():

@@ -6,12 +6,12 @@ import os
 import pytest
 import torch
 
-from videogen.config import VAEConfig
+from videogen.models.vae import VAEConfig
 from videogen.errors import UsageError
-from videogen.synthetic import HELD_OUT, write_shapes_dataset
-from videogen.train import list_checkpoints, read_log
-from videogen.vae import build_vae, encode_video
-from videogen.vae_train import (STATS_STREAM, DatasetClips, ShapesClips, eval_set, load_vae_train_config, make_clips,
+from videogen.data.shapes import HELD_OUT, write_shapes_dataset
+from videogen.training.dit import list_checkpoints, read_log
+from videogen.models.vae import build_vae, encode_video
+from videogen.training.vae import (STATS_STREAM, DatasetClips, ShapesClips, eval_set, load_vae_train_config, make_clips,
                                 train_vae)
 
 TINY = """
@@ -161,7 +161,7 @@ def test_reconstruction_chunks_and_warmup(monkeypatch):
     warm-up it returns exactly the frames after it, from the same caches."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    from videogen.vae_train import Reconstruction, warmup_frames
+    from videogen.training.vae import Reconstruction, warmup_frames
 
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
     torch.manual_seed(0)
@@ -186,7 +186,7 @@ def test_identity_time_convs_pass_a_frame_through():
     the current one. Two 3D resampling layers each side for 4x time."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
-    from videogen.vae_train import identity_time_convs
+    from videogen.training.vae import identity_time_convs
 
     vae = build_vae(VAEConfig(base_dim=8, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
                               temperal_downsample=[True, True]))

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from videogen import video_io
+from videogen.data import video_io
 from videogen.errors import UsageError
-from videogen.video_io import (GifWriter, Mp4Writer, VideoReadError, open_writer, read_video,
+from videogen.data.video_io import (GifWriter, Mp4Writer, VideoReadError, open_writer, read_video,
                                video_info)
 
 

@@ -6,7 +6,7 @@ find `videogen.PoMVideoDiT` / `videogen.VideoGenPipeline` when it loads a model_
 
 __version__ = "0.1.0"
 
-_LAZY = {"PoMVideoDiT": "videogen.model", "VideoGenPipeline": "videogen.pipeline", "PoM": "videogen.pom"}
+_LAZY = {"PoMVideoDiT": "videogen.models.dit", "VideoGenPipeline": "videogen.pipelines.pipeline", "PoM": "videogen.models.mixers"}
 
 
 def __getattr__(name):

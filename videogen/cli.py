@@ -64,7 +64,7 @@ def _add_generate(sub) -> None:
 
 
 def _run_generate(args) -> None:
-    from videogen.pipeline import generate_to_file
+    from videogen.pipelines.pipeline import generate_to_file
 
     generate_to_file(
         prompt=args.prompt, output=args.output, frames=args.frames, model=args.model,
@@ -99,7 +99,7 @@ def _add_init_model(sub) -> None:
 
 
 def _run_init_model(args) -> None:
-    from videogen.pipeline import init_pipeline
+    from videogen.training.components import init_pipeline
 
     init_pipeline(args.dir, config=args.config, overrides=args.overrides, seed=args.seed)
 
@@ -136,7 +136,7 @@ def _add_data(sub) -> None:
 
 
 def _run_data_shapes(args) -> None:
-    from videogen.synthetic import write_shapes_dataset
+    from videogen.data.shapes import write_shapes_dataset
 
     write_shapes_dataset(args.out, num=args.num, frames=args.frames, size=args.size,
                          seed=args.seed, holdout=args.holdout)
@@ -170,7 +170,7 @@ def _add_cache(sub) -> None:
 
 
 def _run_cache(args) -> None:
-    from videogen.train import cache_dataset
+    from videogen.training.dit import cache_dataset
 
     cache_dataset(args.config, args.overrides, workers=args.workers)
 
@@ -207,7 +207,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> None:
-    from videogen.train import train
+    from videogen.training.dit import train
 
     train(args.config, args.overrides, resume=args.resume, export=args.export)
 
@@ -258,7 +258,7 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args) -> None:
-    from videogen.evaluate import evaluate_cli
+    from videogen.evaluation.metrics import evaluate_cli
 
     evaluate_cli(args)
 
@@ -294,7 +294,7 @@ def _add_train_vae(sub) -> None:
 
 
 def _run_train_vae(args) -> None:
-    from videogen.vae_train import train_vae
+    from videogen.training.vae import train_vae
 
     train_vae(args.config, args.overrides, resume=args.resume, export=args.export)
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from videogen.synthetic import COLOURS, HELD_OUT, SHAPES, SPEED_FRACTION, parse_prompt
+from videogen.data.shapes import COLOURS, HELD_OUT, SHAPES, SPEED_FRACTION, parse_prompt
 
 # Quality bars of the embedded default model (share of videos / of frames).
 SHAPES_BARS = {"colour": 0.90, "shape": 0.80, "direction": 0.80, "presence": 0.95}

@@ -14,6 +14,8 @@ H x W pixels, h x w latent pixels (H / spatial, W / spatial).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import contextlib
 import math
 import os
@@ -24,8 +26,19 @@ import torch
 from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
 
-from videogen.config import VAEConfig
 from videogen.errors import UsageError
+
+
+@dataclass
+class VAEConfig:
+    """Causal video VAE (diffusers AutoencoderKLWan). `pretrained` is a local directory."""
+
+    pretrained: Optional[str] = None
+    base_dim: int = 16
+    z_dim: int = 4
+    dim_mult: list = field(default_factory=lambda: [1, 2, 4])
+    num_res_blocks: int = 1
+    temperal_downsample: list = field(default_factory=lambda: [True, True])
 
 WAN_ENCODER_CHUNK = 4  # AutoencoderKLWan._encode reads frames 1, then 4 at a time
 

@@ -13,13 +13,22 @@ prompt) at a latent-frame boundary, at O(1) cost.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Iterator, Optional, Sequence
 
 import torch
 
 from videogen.errors import UsageError
-from videogen.model import PoMVideoDiT, TextContext
+from videogen.models.dit import PoMVideoDiT, TextContext
+
+
+@dataclass
+class SamplingConfig:
+    steps: int = 8
+    guidance: float = 3.0
+    shift: float = 3.0
+    context_noise: float = 0.05
+    fps: int = 8
 
 
 @dataclass

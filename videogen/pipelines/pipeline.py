@@ -22,14 +22,13 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import logging as diffusers_logging
 
-from videogen.config import Config, load_config
 from videogen.errors import UsageError
-from videogen.model import PoMVideoDiT
-from videogen.sampling import SamplerSettings, latent_index_for_frame, parse_prompt_schedule, stream_latents
-from videogen.video_io import default_mode
+from videogen.models.dit import PoMVideoDiT
+from videogen.diffusion.sampler import SamplerSettings, latent_index_for_frame, parse_prompt_schedule, stream_latents
+from videogen.data.video_io import default_mode
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
-DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "default_model")
+DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_model")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -49,7 +48,7 @@ class VideoGenPipeline(DiffusionPipeline):
     # ---------------------------------------------------------------------------- text
     def encode(self, prompt: str, guided: bool):
         """One TextContext for a prompt: its rows, then the empty prompt's rows when guided."""
-        from videogen.text import encode_prompts
+        from videogen.models.text import encode_prompts
 
         prompts = [prompt, ""] if guided else [prompt]
         emb, mask = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.config.max_text_length,
@@ -67,7 +66,7 @@ class VideoGenPipeline(DiffusionPipeline):
 
         steps, guidance and context_noise default to the pipeline's own (model_index.json).
         """
-        from videogen.vae import StreamingDecoder, check_video_size, frames_to_uint8, latent_frames_for, vae_factors
+        from videogen.models.vae import StreamingDecoder, check_video_size, frames_to_uint8, latent_frames_for, vae_factors
 
         if num_frames < 1:
             raise UsageError(f"--frames must be at least 1, not {num_frames}")
@@ -100,16 +99,17 @@ class VideoGenPipeline(DiffusionPipeline):
 # ------------------------------------------------------------------------- components
 def shapes_corpus() -> list:
     """Every caption form of the shapes world: the tokenizer vocabulary of a fresh pipeline."""
-    from videogen.synthetic import CAPTION_FORMS, COLOURS, MOTIONS, SHAPES
+    from videogen.data.shapes import CAPTION_FORMS, COLOURS, MOTIONS, SHAPES
 
     return [form.format(colour=c, shape=s, motion=m)
             for c in COLOURS for s in SHAPES for m in MOTIONS for form in CAPTION_FORMS]
 
 
-def build_components(cfg: Config, seed: int = 0) -> dict:
-    """Random (or, where a config names a local directory, pretrained) pipeline parts."""
-    from videogen.text import build_text_encoder, build_tokenizer, load_text_components
-    from videogen.vae import build_vae
+def build_components(cfg, seed: int = 0) -> dict:
+    """Random (or, where a config names a local directory, pretrained) pipeline parts, from a
+    config's model, vae, text and sampling sections."""
+    from videogen.models.text import build_text_encoder, build_tokenizer, load_text_components
+    from videogen.models.vae import build_vae
 
     torch.manual_seed(seed)
     if cfg.text.pretrained:
@@ -125,7 +125,8 @@ def build_components(cfg: Config, seed: int = 0) -> dict:
                 scheduler=scheduler)
 
 
-def pipeline_from_components(cfg: Config, components: dict) -> VideoGenPipeline:
+def pipeline_from_components(cfg, components: dict) -> VideoGenPipeline:
+    """A pipeline of `components`, its settings from a config's sampling, data and text sections."""
     s = cfg.sampling
     return VideoGenPipeline(**components, height=cfg.data.size, width=cfg.data.size, fps=s.fps, steps=s.steps,
                             guidance=s.guidance, context_noise=s.context_noise, max_text_length=cfg.text.max_length)
@@ -153,12 +154,6 @@ def save_pipeline(pipe: VideoGenPipeline, directory: str) -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def init_pipeline(directory: str, *, config: str, overrides: Optional[list] = None, seed: int = 0) -> None:
-    """`videogen init-model`: write a randomly initialised pipeline built from a config."""
-    cfg = load_config(config, overrides)
-    save_pipeline(pipeline_from_components(cfg, build_components(cfg, seed)), directory)
-    print(f"wrote a randomly initialised pipeline to {directory}")
 
 
 # ------------------------------------------------------------------------------ loading
@@ -193,6 +188,8 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
     if missing:
         raise UsageError(f"model directory '{model}' is incomplete (missing {', '.join(missing)}); "
                          "re-save it with `videogen init-model` or `videogen train`")
+    import videogen.model  # noqa: F401  the old module path, named by pipelines saved before the package layout
+
     try:  # load as saved (float32) and cast after: the dtype keyword differs across diffusers versions
         pipe = VideoGenPipeline.from_pretrained(model, local_files_only=True)
     except (OSError, ValueError, KeyError) as err:
@@ -220,7 +217,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     from tqdm import tqdm
     from transformers.utils import logging as transformers_logging
 
-    from videogen.video_io import open_writer
+    from videogen.data.video_io import open_writer
 
     diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
     transformers_logging.disable_progress_bar()

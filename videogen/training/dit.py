@@ -38,11 +38,12 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
-from videogen.config import Config, load_config
-from videogen.data import (LatentCacheDataset, LatentCacheWriter, VideoTextDataset, collate_clips,
+from videogen.training.components import freeze, load_components
+from videogen.training.config import Config, load_config
+from videogen.data.datasets import (LatentCacheDataset, LatentCacheWriter, VideoTextDataset, collate_clips,
                            has_latent_cache)
 from videogen.errors import UsageError
-from videogen.schedule import add_noise, sample_train_t, velocity_target
+from videogen.diffusion.flow import add_noise, sample_train_t, velocity_target
 
 logger = logging.getLogger("videogen")
 
@@ -267,42 +268,7 @@ def _hparams(cfg: Config) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------- components
-def load_components(cfg: Config) -> dict:
-    """transformer, vae, text_encoder, tokenizer, scheduler: from `train.init_from` if set
-    (a pipeline directory), else built from the config (seeded by train.seed)."""
-    from videogen.pipeline import build_components
 
-    if cfg.train.init_from:
-        return _components_from_pipeline(cfg.train.init_from, cfg.model.frame_positions)
-    return build_components(cfg, seed=cfg.train.seed)
-
-
-def _components_from_pipeline(path: str, frame_positions: int = 0) -> dict:
-    from videogen.model import with_frame_positions
-    from videogen.pipeline import COMPONENTS, load_pipeline
-
-    pipe = load_pipeline(path)
-    logger.info("starting from the pipeline in %s (its transformer, VAE and text encoder; "
-                "the config's model/vae/text sections are not used but for model.frame_positions)", path)
-    components = {name: getattr(pipe, name) for name in COMPONENTS}
-    transformer = components["transformer"]
-    try:
-        components["transformer"] = with_frame_positions(transformer, frame_positions)
-    except ValueError:
-        have = transformer.config.frame_positions
-        raise UsageError(f"model.frame_positions={frame_positions}, but the transformer in {path} was "
-                         f"trained with {have}: set model.frame_positions={have}") from None
-    if components["transformer"] is not transformer:
-        logger.info("the transformer gains %d+1 frame-position embeddings, zero-initialised", frame_positions)
-    return components
-
-
-def _freeze(module: torch.nn.Module, device, dtype) -> torch.nn.Module:
-    # Cast only when needed: diffusers warns on any .to(dtype) of the Wan VAE.
-    if next(module.parameters()).dtype != dtype:
-        module = module.to(dtype=dtype)
-    return module.to(device).eval().requires_grad_(False)
 
 
 def cache_fingerprint(cfg: Config) -> dict:
@@ -347,8 +313,8 @@ class Conditioner:
         self.cached = isinstance(dataset, LatentCacheDataset)
         # With a cache the encoders only serve sample videos: keep them in host memory.
         where = "cpu" if self.cached else device
-        self.vae = _freeze(components["vae"], where, dtype)
-        self.text_encoder = _freeze(components["text_encoder"], where, dtype)
+        self.vae = freeze(components["vae"], where, dtype)
+        self.text_encoder = freeze(components["text_encoder"], where, dtype)
         self.tokenizer = components["tokenizer"]
         if self.cached:
             text, mask = dataset.uncond()
@@ -361,8 +327,8 @@ class Conditioner:
             text = torch.where(drop[:, None, None], self.uncond[0], batch["text"]).float()
             mask = torch.where(drop[:, None], self.uncond[1], batch["text_mask"])
             return latents, text, mask
-        from videogen.text import encode_prompts
-        from videogen.vae import encode_video
+        from videogen.models.text import encode_prompts
+        from videogen.models.vae import encode_video
 
         latents = encode_video(self.vae, batch["video"].to(self.device, self.dtype)).float()
         prompts = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
@@ -653,7 +619,7 @@ def _prepare_output_dir(accelerator, out: str, resume: Optional[str]) -> Optiona
 def _check_sizes(cfg: Config, components: dict, dataset) -> None:
     if isinstance(dataset, LatentCacheDataset):
         return
-    from videogen.vae import check_video_size, vae_factors
+    from videogen.models.vae import check_video_size, vae_factors
 
     vae = components["vae"]
     check_video_size(vae, cfg.data.size, cfg.data.size, patch_size=components["transformer"].config.patch_size)
@@ -753,7 +719,7 @@ def _export_transformer(accelerator, model, ema) -> Optional[torch.nn.Module]:
 
 
 def _pipeline(cfg: Config, components: dict, transformer):
-    from videogen.pipeline import pipeline_from_components
+    from videogen.pipelines.pipeline import pipeline_from_components
 
     return pipeline_from_components(cfg, dict(components, transformer=transformer))
 
@@ -762,7 +728,7 @@ def write_sample(cfg: Config, accelerator, model, ema, components: dict, step: i
     """samples/step-NNNNNN.mp4 from the current (EMA) weights, streamed like `videogen generate`."""
     net = _export_transformer(accelerator, model, ema)
     if net is not None:
-        from videogen.video_io import open_writer
+        from videogen.data.video_io import open_writer
 
         pipe = _pipeline(cfg, components, net).to(accelerator.device)
         path = os.path.join(cfg.train.output_dir, "samples", f"step-{step:06d}.mp4")
@@ -778,7 +744,7 @@ def _finish(cfg: Config, accelerator, model, ema, state, components, dataset,
             pipeline_dir: Optional[str] = None) -> str:
     from accelerate.utils import gather_object
 
-    from videogen.pipeline import save_pipeline
+    from videogen.pipelines.pipeline import save_pipeline
 
     out = cfg.train.output_dir
     pipeline_dir = pipeline_dir or os.path.join(out, "pipeline")
@@ -787,7 +753,7 @@ def _finish(cfg: Config, accelerator, model, ema, state, components, dataset,
     if accelerator.is_main_process:
         # Saved in float32 whatever the training precision; training is over, so the
         # shared frozen modules may be cast in place.
-        parts = {k: _freeze(v, "cpu", torch.float32) if isinstance(v, torch.nn.Module) else v
+        parts = {k: freeze(v, "cpu", torch.float32) if isinstance(v, torch.nn.Module) else v
                  for k, v in dict(components, transformer=net).items()}
         save_pipeline(_pipeline(cfg, parts, parts["transformer"]), pipeline_dir)
         logger.info("wrote the pipeline (%s weights, step %d) to %s", "EMA" if ema else "raw", state.step,
@@ -867,14 +833,14 @@ class _CacheEncoder:
     text padded to the cache's length. Picklable: worker processes get a copy."""
 
     def __init__(self, components: dict, device, max_length: int):
-        self.vae = _freeze(components["vae"], device, torch.float32)
-        self.text_encoder = _freeze(components["text_encoder"], device, torch.float32)
+        self.vae = freeze(components["vae"], device, torch.float32)
+        self.text_encoder = freeze(components["text_encoder"], device, torch.float32)
         self.tokenizer, self.max_length, self.device = components["tokenizer"], max_length, device
 
     @torch.no_grad()
     def __call__(self, videos: Optional[torch.Tensor], captions: list) -> tuple:
-        from videogen.text import encode_prompts
-        from videogen.vae import encode_video
+        from videogen.models.text import encode_prompts
+        from videogen.models.vae import encode_video
 
         latents = None if videos is None else encode_video(self.vae, videos.to(self.device)).float()
         text, mask = encode_prompts(self.tokenizer, self.text_encoder, captions, self.max_length, self.device)

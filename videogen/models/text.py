@@ -10,6 +10,8 @@ Shapes: B prompts, L tokens, Dt text width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import collections
 import json
 import logging
@@ -22,8 +24,20 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
 
-from videogen.config import TextConfig
 from videogen.errors import UsageError
+
+
+@dataclass
+class TextConfig:
+    """T5 encoder + tokenizer. `pretrained` is a hub name or local directory."""
+
+    pretrained: Optional[str] = None
+    d_model: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 128
+    d_kv: int = 16
+    max_length: int = 32
 
 logger = logging.getLogger("videogen")
 

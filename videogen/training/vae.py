@@ -19,7 +19,7 @@ per-channel mean/std of the posterior means over stats_clips training clips go i
 VAE config (latents_mean/latents_std), so that `encode_video` hands the DiT roughly
 unit-variance latents, and the VAE is saved with `save_pretrained` (safetensors).
 
-Checkpoints are videogen.train's: `accelerator.save_state` into checkpoint-NNNNNN.tmp,
+Checkpoints are videogen.training.dit's: `accelerator.save_state` into checkpoint-NNNNNN.tmp,
 renamed when complete, the last K kept; `--resume latest` takes the newest complete one.
 Outputs in train.output_dir: log.jsonl, eval.json, checkpoint-*/, export/ (the VAE).
 
@@ -46,13 +46,14 @@ import torch
 import torch.nn.functional as F
 from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
 
-from videogen.config import VAEConfig, load_structured
-from videogen.data import VideoTextDataset, clip_to_tensor
+from videogen.models.vae import VAEConfig
+from videogen.utils.config import load_structured
+from videogen.data.datasets import VideoTextDataset, clip_to_tensor
 from videogen.errors import UsageError
-from videogen.synthetic import HELD_OUT, MOTIONS, allowed_pairs, dataset_plan, render_clip
-from videogen.train import (STATE_FILE, JsonlLog, TrainState, _mix_seed, _prepare_output_dir, _setup_logging, _use_cpu,
+from videogen.data.shapes import HELD_OUT, MOTIONS, allowed_pairs, dataset_plan, render_clip
+from videogen.training.dit import (STATE_FILE, JsonlLog, TrainState, _mix_seed, _prepare_output_dir, _setup_logging, _use_cpu,
                             find_resume_dir, save_checkpoint)
-from videogen.vae import (StreamingDecoder, build_vae, check_video_size, decode_latents, encode_video,
+from videogen.models.vae import (StreamingDecoder, build_vae, check_video_size, decode_latents, encode_video,
                           vae_factors)
 
 logger = logging.getLogger("videogen")
@@ -753,7 +754,7 @@ def write_report(output_dir: str, export_dir: str, out_stem: str, size: int = 64
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from videogen.train import read_log
+    from videogen.training.dit import read_log
 
     vae = build_vae(VAEConfig(pretrained=export_dir))
     records = read_log(os.path.join(output_dir, "log.jsonl"))

@@ -231,7 +231,7 @@ def write_shapes_dataset(out: str | os.PathLike, *, num: int, frames: int = 33, 
     """
     from tqdm import tqdm
 
-    from videogen.video_io import Mp4Writer
+    from videogen.data.video_io import Mp4Writer
 
     for name, value, low in (("num", num, 1), ("frames", frames, 1), ("size", size, 16), ("fps", fps, 1)):
         if value < low:
@@ -262,7 +262,7 @@ def write_shapes_dataset(out: str | os.PathLike, *, num: int, frames: int = 33, 
         table.writerow(["video", "caption"])
         table.writerows(rows)
         (tmp / "metadata.csv").write_text(buf.getvalue())
-        spec = {"generator": "videogen.synthetic.write_shapes_dataset", "num": num, "frames": frames,
+        spec = {"generator": "videogen.data.shapes.write_shapes_dataset", "num": num, "frames": frames,
                 "size": size, "seed": seed, "holdout": holdout, "fps": fps,
                 "held_out_pairs": [list(p) for p in HELD_OUT] if holdout == "default" else [],
                 "colours": COLOURS, "shapes": list(SHAPES), "motions": list(MOTIONS)}

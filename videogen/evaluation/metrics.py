@@ -36,9 +36,9 @@ import cv2
 import numpy as np
 
 from videogen.errors import UsageError
-from videogen.shapes_scorer import aggregate, score_video
-from videogen.synthetic import parse_prompt
-from videogen.video_io import VideoReadError, default_mode, read_video
+from videogen.evaluation.shapes_scorer import aggregate, score_video
+from videogen.data.shapes import parse_prompt
+from videogen.data.video_io import VideoReadError, default_mode, read_video
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency (Sundaram et al. 2010)

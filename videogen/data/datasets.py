@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 import numpy as np
@@ -34,7 +34,20 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from videogen.errors import UsageError
-from videogen.video_io import VideoReadError, read_video
+from videogen.data.video_io import VideoReadError, read_video
+
+
+@dataclass
+class DataConfig:
+    """Training data (see videogen/data.py). Paths are relative to the working directory."""
+
+    manifest: Optional[str] = None  # metadata.csv, *.jsonl, or a dir with prompts.txt + videos.txt
+    frames: int = 17  # pixel frames per clip, 1+4k
+    size: int = 64  # clips are resized on their short side and centre-cropped to size x size
+    fps: Optional[float] = None  # resample clips to this fps; None keeps the file's
+    random_start: bool = True  # a random window of each longer clip (False: its first frames)
+    cache_dir: Optional[str] = None  # latents + text embeddings from `videogen cache`; used when present
+    num_workers: int = 0
 
 logger = logging.getLogger("videogen")
 

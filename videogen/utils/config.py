@@ -1,0 +1,59 @@
+"""YAML configs read with omegaconf into typed dataclasses.
+
+`load_structured(schema, path, overrides)` merges a YAML file with `key=value` overrides,
+rejects unknown keys with the nearest known key, and returns the dataclass. Each config
+section is a dataclass that lives beside the component it configures.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import fields, is_dataclass
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from videogen.errors import UsageError
+
+
+def check_keys(given: Any, schema: Any, prefix: str = "") -> None:
+    if not isinstance(given, dict) or not is_dataclass(schema):
+        return
+    known = {f.name: f for f in fields(schema)}
+    for key, value in given.items():
+        if key not in known:
+            path = f"{prefix}{key}"
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f"did you mean '{prefix}{close[0]}'?" if close else f"known keys: {', '.join(known)}"
+            raise UsageError(f"unknown config key '{path}': {hint}")
+        sub = getattr(schema, key) if not isinstance(schema, type) else None
+        if sub is not None and is_dataclass(sub):
+            check_keys(value, sub, f"{prefix}{key}.")
+
+
+def load_structured(schema: type, path: Optional[str], overrides: Optional[list], example: str):
+    """Read `path` (YAML) and `overrides` (['train.lr=1e-4', ...]) into dataclass `schema`,
+    rejecting unknown keys with the nearest known one. `example` names a config for errors."""
+    layers = []
+    if path is not None:
+        if not os.path.isfile(path):
+            raise UsageError(f"config file '{path}' not found; pass a YAML file such as {example}")
+        try:
+            layers.append(OmegaConf.load(path))
+        except Exception as err:  # yaml errors come in many types
+            raise UsageError(f"config file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise UsageError(f"override '{item}' must look like key=value, e.g. train.lr=1e-4")
+    if overrides:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    defaults = schema()
+    for layer in layers:
+        check_keys(OmegaConf.to_container(layer, resolve=True), defaults)
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
+    except OmegaConfBaseException as err:
+        raise UsageError(f"bad config value: {str(err).splitlines()[0]}") from None
+    return OmegaConf.to_object(merged)
