@@ -57,7 +57,7 @@ def build_vae(cfg: VAEConfig) -> AutoencoderKLWan:
             num_res_blocks=cfg.num_res_blocks, temperal_downsample=list(cfg.temperal_downsample),
             # An untrained VAE has no latent statistics yet: identity normalisation.
             latents_mean=[0.0] * cfg.z_dim, latents_std=[1.0] * cfg.z_dim,
-            scale_factor_temporal=2 ** sum(cfg.temperal_downsample),
+            scale_factor_temporal=temporal_factor(cfg),
             scale_factor_spatial=2 ** (len(cfg.dim_mult) - 1))
     return vae.eval()
 
@@ -67,7 +67,7 @@ def _check_vae_config(cfg: VAEConfig) -> None:
     if len(cfg.temperal_downsample) != stages:
         raise UsageError(f"vae.temperal_downsample needs {stages} entries (one per downsampling "
                          f"stage of vae.dim_mult={list(cfg.dim_mult)}), not {len(cfg.temperal_downsample)}")
-    if 2 ** sum(cfg.temperal_downsample) != WAN_ENCODER_CHUNK:
+    if temporal_factor(cfg) != WAN_ENCODER_CHUNK:
         raise UsageError("vae.temperal_downsample must hold exactly two True entries: the Wan "
                          "encoder reads frames 4 at a time, so it needs 4x temporal compression")
 
@@ -132,10 +132,17 @@ def check_video_size(vae: AutoencoderKLWan, height: int, width: int,
                      f"({why}); use {options}")
 
 
-def _check_frame_count(num_frames: int, temporal: int) -> None:
-    if (num_frames - 1) % temporal:
-        below = 1 + (num_frames - 1) // temporal * temporal
-        raise UsageError(f"a clip to encode needs 1+{temporal}k frames, not {num_frames}; "
+def temporal_factor(cfg: VAEConfig) -> int:
+    """The temporal compression a VAEConfig builds (vae_factors reads it off a built VAE)."""
+    return 2 ** sum(cfg.temperal_downsample)
+
+
+def check_frame_count(num_frames: int, temporal: int, what: str = "a clip to encode") -> None:
+    """The causal VAE's frame rule, the one place it is checked: 1 + temporal*k pixel frames
+    (the first frame alone, then `temporal` per latent frame). `what` names the setting."""
+    if num_frames < 1 or (num_frames - 1) % temporal:
+        below = max(1, 1 + (num_frames - 1) // temporal * temporal)
+        raise UsageError(f"{what} needs 1+{temporal}k frames, not {num_frames}; "
                          f"use {below} or {below + temporal}")
 
 
@@ -163,7 +170,7 @@ def encode_video(vae: AutoencoderKLWan, video: torch.Tensor, *, sample: bool = F
     Uses the posterior mean unless sample=True. The VAE is frozen, so no gradients.
     """
     temporal, _ = vae_factors(vae)
-    _check_frame_count(video.shape[2], temporal)
+    check_frame_count(video.shape[2], temporal)
     check_video_size(vae, video.shape[3], video.shape[4])
     video = video.to(device=vae.device, dtype=vae.dtype)
     posterior = vae.encode(video).latent_dist

@@ -1,0 +1,113 @@
+"""Atomic outputs: every file or folder videogen writes appears complete, or not at all.
+
+One scheme everywhere: the temporary sibling `.NAME.tmp-XXXXXX[.ext]` (hidden, in the same
+folder, so the rename is atomic and never crosses a file system; the real extension stays
+last because muxers and plotters pick the format from it), given the mode a plain open()
+or mkdir() would give, then renamed onto NAME. A run that dies leaves only such a name,
+which `remove_stale_temps` recognises as its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+from videogen.errors import UsageError
+
+TEMP_MARK = ".tmp-"
+
+
+def default_mode(directory: bool = False) -> int:
+    """The mode a plain open() or mkdir() gives: 0o666 / 0o777 less the umask.
+
+    mkstemp and mkdtemp make 0o600 / 0o700; without a chmod an output renamed from one
+    would be private to its writer.
+    """
+    umask = os.umask(0)
+    os.umask(umask)
+    return (0o777 if directory else 0o666) & ~umask
+
+
+def temp_sibling(path: str, *, directory: bool = False) -> str:
+    """Create the temporary sibling of `path` (a file, or a folder) and return its path.
+
+    This is also the check that the folder is writable: a user mistake there is one line.
+    """
+    path = os.path.abspath(path)
+    parent, name = os.path.split(path)
+    if os.path.isdir(path) and not directory:
+        raise UsageError(f"cannot write to '{path}': it is a directory; choose another path")
+    try:
+        os.makedirs(parent, exist_ok=True)
+        if directory:
+            tmp = tempfile.mkdtemp(prefix=f".{name}{TEMP_MARK}", dir=parent)
+        else:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}{TEMP_MARK}", suffix=os.path.splitext(name)[1], dir=parent)
+            os.close(fd)
+    except OSError as err:
+        raise UsageError(f"cannot write to '{path}': {err.strerror} ({parent}); choose another path") from None
+    os.chmod(tmp, default_mode(directory))
+    return tmp
+
+
+def is_temp_of(name: str, target: str) -> bool:
+    """Whether the file name `name` is a temporary sibling made for the file name `target`."""
+    return name.startswith(f".{target}{TEMP_MARK}")
+
+
+def replace_into(tmp: str, path: str) -> None:
+    """Rename the finished `tmp` onto `path`; a folder already there is replaced whole."""
+    if os.path.isdir(tmp) and os.path.isdir(path):
+        old = temp_sibling(path, directory=True)
+        os.replace(path, os.path.join(old, "old"))
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, path)
+
+
+def discard(tmp: str) -> None:
+    """Remove a temporary sibling, file or folder, whatever state it is in."""
+    if os.path.isdir(tmp):
+        shutil.rmtree(tmp, ignore_errors=True)
+    elif os.path.lexists(tmp):
+        os.remove(tmp)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str, *, directory: bool = False) -> Iterator[str]:
+    """Yield a temporary sibling to write; on success it is renamed onto `path`, on any
+    error (KeyboardInterrupt included) it is removed and `path` is left as it was."""
+    tmp = temp_sibling(path, directory=directory)
+    try:
+        yield tmp
+        replace_into(tmp, os.path.abspath(path))
+    finally:
+        discard(tmp)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+
+def write_json(path: str, obj: Any, indent: int = 1) -> None:
+    write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def remove_stale_temps(directory: str, targets: list) -> list:
+    """Remove the temporary siblings that a killed run left for the names in `targets`
+    (and nothing else); returns what it removed."""
+    removed = []
+    if not os.path.isdir(directory):
+        return removed
+    for name in os.listdir(directory):
+        if any(is_temp_of(name, target) for target in targets):
+            discard(os.path.join(directory, name))
+            removed.append(name)
+    return removed
