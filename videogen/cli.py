@@ -258,7 +258,7 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args) -> None:
-    from videogen.evaluation.metrics import evaluate_cli
+    from videogen.evaluation.run import evaluate_cli
 
     evaluate_cli(args)
 
