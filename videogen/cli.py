@@ -15,6 +15,8 @@ import textwrap
 from videogen.errors import UsageError
 
 _FMT = argparse.RawDescriptionHelpFormatter
+# An example, not utils.config.shipped_configs(): importing omegaconf would slow --help.
+_SHIPPED = "e.g. tiny, shapes (videogen/configs)"
 
 
 def _doc(text: str) -> str:
@@ -87,12 +89,12 @@ def _add_init_model(sub) -> None:
             training config. Useful for tests, benchmarks and as a training start.
 
             example:
-              videogen init-model ./tiny --config configs/tiny.yaml
+              videogen init-model ./tiny --config tiny
             """
         ),
     )
     p.add_argument("dir", help="directory to write")
-    p.add_argument("--config", default="configs/tiny.yaml", help="YAML config (default: configs/tiny.yaml)")
+    p.add_argument("--config", default="tiny", help=f"YAML config file or shipped config name, {_SHIPPED} (default: tiny)")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. model.mixer=attention")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     p.set_defaults(func=_run_init_model)
@@ -126,7 +128,8 @@ def _add_data(sub) -> None:
     )
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--num", type=int, required=True, help="number of clips")
-    s.add_argument("--frames", type=int, default=33, help="frames per clip, 1+4k (default: 33)")
+    s.add_argument("--frames", type=int, default=33,
+                   help="frames per clip (default: 33); training clips hold 1 + k x the VAE's temporal factor")
     s.add_argument("--size", type=int, default=64, help="canvas size in pixels (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--holdout", choices=["default", "none"], default="default",
@@ -161,7 +164,7 @@ def _add_cache(sub) -> None:
             """
         ),
     )
-    p.add_argument("config", help="training YAML config")
+    p.add_argument("config", help=f"training YAML config file or shipped config name, {_SHIPPED}")
     p.add_argument("overrides", nargs="*", help="key=value overrides")
     p.add_argument("--workers", type=int, default=1,
                    help="CPU processes that encode clips, one thread each (default: 1). The VAE encoder "
@@ -198,7 +201,7 @@ def _add_train(sub) -> None:
             """
         ),
     )
-    p.add_argument("config", help="training YAML config")
+    p.add_argument("config", help=f"training YAML config file or shipped config name, {_SHIPPED}")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
     p.add_argument("--resume", default=None, metavar="latest|DIR", help="resume from the latest checkpoint or a checkpoint directory")
     p.add_argument("--export", default=None, metavar="DIR",
@@ -284,7 +287,7 @@ def _add_train_vae(sub) -> None:
             """
         ),
     )
-    p.add_argument("config", help="VAE training YAML config")
+    p.add_argument("config", help="VAE training YAML config file or shipped config name, e.g. shapes_vae")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-3")
     p.add_argument("--resume", default=None, metavar="latest|DIR",
                    help="resume from the latest checkpoint or a checkpoint directory")
