@@ -167,11 +167,6 @@ def parse_prompt(text: str) -> tuple[str, str, str] | None:
     return found[0], found[1], found[2]
 
 
-def all_prompts() -> list[str]:
-    """The canonical prompt of every colour x shape x motion combination (105)."""
-    return [f"a {c} {s} {m}" for c in COLOURS for s in SHAPES for m in MOTIONS]
-
-
 def evaluation_prompts() -> list[str]:
     """The fixed prompt list of data/prompts_shapes.txt (69 prompts).
 
