@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import platform
 
@@ -18,13 +17,12 @@ def machine() -> dict:
 
 
 def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -> str:
-    """results/NAME.json (temporary name, then rename) with the machine added, and
+    """results/NAME.json (atomically, videogen.utils.atomic) with the machine added, and
     results/NAME.png through `plot(path)` when given. Returns the JSON path."""
-    os.makedirs(directory, exist_ok=True)
+    from videogen.utils.atomic import write_json
+
     path = os.path.join(directory, f"{name}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"benchmark": name, "machine": machine(), **report}, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(path, {"benchmark": name, "machine": machine(), **report}, indent=2)
     if plot is not None:
         plot(os.path.join(directory, f"{name}.png"))
     return path
@@ -33,16 +31,20 @@ def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -
 @contextlib.contextmanager
 def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
     """`with figure(path, 1, 3, figsize=(14, 4)) as (fig, axes):` draws with matplotlib's
-    Agg backend (no display needed) and, on leaving, lays out, saves to `path` and closes."""
+    Agg backend (no display needed) and, on leaving, lays out, saves to `path` (atomically)
+    and closes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from videogen.utils.atomic import atomic_path
+
     fig, axes = plt.subplots(*subplots, figsize=figsize)
     try:
         yield fig, axes
         fig.tight_layout()
-        fig.savefig(path, dpi=dpi)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from videogen.data.datasets import (LatentCacheDataset, LatentCacheWriter, VideoTextDataset, clip_to_tensor,
-                           collate_clips, read_manifest)
+from videogen.data.datasets import VideoTextDataset, clip_to_tensor, collate_clips
+from videogen.data.latent_cache import LatentCacheDataset, LatentCacheWriter
+from videogen.data.manifests import read_manifest
 from videogen.errors import UsageError
 from videogen.data.video_io import Mp4Writer
 
@@ -148,7 +149,7 @@ def test_collate_and_latent_cache_round_trip(tmp_path):
     writer.add(lat[3:], text[3:], mask[3:], ["d", "e"])
     writer.close(uncond_text=torch.zeros(6, 16), uncond_mask=torch.zeros(6, dtype=torch.bool),
                  fingerprint={"data.size": 32})
-    assert sorted(os.listdir(tmp_path)) == ["cache"]  # the .partial dir was renamed
+    assert sorted(os.listdir(tmp_path)) == ["cache"]  # the temporary sibling was renamed
     assert len([n for n in os.listdir(tmp_path / "cache") if n.startswith("shard-")]) == 3
     ds = LatentCacheDataset(str(tmp_path / "cache"), fingerprint={"data.size": 32})
     assert len(ds) == 5
@@ -174,3 +175,41 @@ def test_latent_cache_fingerprint_compares_local_paths_as_absolute(tmp_path, mon
     assert len(LatentCacheDataset("cache", fingerprint={"vae": {"pretrained": str(tmp_path / "vae")}})) == 1
     with pytest.raises(UsageError, match="built with vae="):
         LatentCacheDataset("cache", fingerprint={"vae": {"pretrained": "other"}})
+
+
+def test_frame_rule_follows_the_vaes_temporal_factor(clips):
+    man = write_csv(clips, GOOD, "good.csv")
+    with pytest.raises(UsageError, match="data.frames needs 1\\+4k frames, not 7; use 5 or 9"):
+        VideoTextDataset(man, frames=7, size=32)
+    ds = VideoTextDataset(man, frames=7, size=32, temporal=2, random_start=False)  # a 2x-time VAE
+    assert ds[0]["video"].shape == (3, 7, 32, 32)
+
+
+def write_tiny_cache(out, frames=9):
+    writer = LatentCacheWriter(str(out), shard_size=2)
+    writer.add(torch.zeros(2, 4, 3, 2, 2), torch.zeros(2, 3, 8), torch.ones(2, 3, dtype=torch.bool), ["a", "b"])
+    writer.close(uncond_text=torch.zeros(3, 8), uncond_mask=torch.zeros(3, dtype=torch.bool),
+                 fingerprint={"data.frames": frames})
+
+
+def test_latent_cache_cut_uses_the_frame_rule(tmp_path):
+    write_tiny_cache(tmp_path / "cache")  # 9 pixel frames -> 3 latent frames: factor 4
+    assert LatentCacheDataset(str(tmp_path / "cache"), fingerprint={"data.frames": 5})[0]["latents"].shape[1] == 2
+    with pytest.raises(UsageError, match="needs 1\\+4k frames, not 7; use 5 or 9"):
+        LatentCacheDataset(str(tmp_path / "cache"), fingerprint={"data.frames": 7})
+
+
+def test_latent_cache_writer_interrupted_or_concurrent(tmp_path, caplog):
+    with pytest.raises(KeyboardInterrupt):
+        with LatentCacheWriter(str(tmp_path / "cache"), shard_size=1) as writer:
+            writer.add(torch.zeros(2, 4, 3, 2, 2), torch.zeros(2, 3, 8), torch.ones(2, 3, dtype=torch.bool), ["a", "b"])
+            raise KeyboardInterrupt
+    assert os.listdir(tmp_path) == []  # no cache, no temporary shards
+    first = LatentCacheWriter(str(tmp_path / "cache"))
+    with caplog.at_level("WARNING", logger="videogen"):
+        second = LatentCacheWriter(str(tmp_path / "cache"))  # its own temporary sibling
+    assert first.tmp != second.tmp and "left by an interrupted" in caplog.text
+    assert os.path.basename(first.tmp).startswith(".cache.tmp-")
+    first.abort()
+    second.abort()
+    assert os.listdir(tmp_path) == []

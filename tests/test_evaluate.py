@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 
 from videogen.evaluation import metrics as E
+from videogen.evaluation import model_scores as M
+from videogen.evaluation import run as R
 from videogen.data import shapes as S
 from videogen.errors import UsageError
 from videogen.evaluation.shapes_scorer import aggregate, score_video
@@ -152,15 +154,15 @@ def test_prompt_files_map_lines_or_names_to_videos(tmp_path):
     videos = ["v/000.mp4", "v/001.mp4"]
     by_line = tmp_path / "p.txt"
     by_line.write_text("a red circle moving left\n\n# comment\na blue square moving up\n")
-    assert E.read_prompts(str(by_line), videos) == ["a red circle moving left", "a blue square moving up"]
+    assert R.read_prompts(str(by_line), videos) == ["a red circle moving left", "a blue square moving up"]
     by_name = tmp_path / "n.txt"
     by_name.write_text("001.mp4\ta blue square moving up\n000\ta red circle moving left\n")
-    assert E.read_prompts(str(by_name), videos) == ["a red circle moving left", "a blue square moving up"]
+    assert R.read_prompts(str(by_name), videos) == ["a red circle moving left", "a blue square moving up"]
     with pytest.raises(UsageError, match="1 prompts for 2 videos"):
         by_line.write_text("a red circle moving left\n")
-        E.read_prompts(str(by_line), videos)
+        R.read_prompts(str(by_line), videos)
     with pytest.raises(UsageError, match="no line for v/002.mp4"):
-        E.read_prompts(str(by_name), videos + ["v/002.mp4"])
+        R.read_prompts(str(by_name), videos + ["v/002.mp4"])
 
 
 # ------------------------------------------------------------------------------- CLI
@@ -202,21 +204,21 @@ def test_cli_reports_an_unreadable_file_and_scores_the_others(tmp_path):
 
 def test_cli_shapes_on_a_dataset_and_a_compare_table(tmp_path, capsys):
     data = S.write_shapes_dataset(tmp_path / "ds", num=4, frames=17, size=64, seed=3)
-    E.evaluate_cli(eval_args([str(data)], shapes=True, json=str(tmp_path / "s.json")))
+    R.evaluate_cli(eval_args([str(data)], shapes=True, json=str(tmp_path / "s.json")))
     report = json.loads((tmp_path / "s.json").read_text())
     assert report["shapes"]["all"]["videos"] == 4 and report["shapes"]["all"]["passes_bars"]
     # the same videos with a prompts file, one line per video in sorted order
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(r["shapes"]["prompt"] + "\n" for r in report["videos"]))
-    E.evaluate_cli(eval_args([str(data / "videos")], shapes=True, prompts=str(prompts), compare=True,
+    R.evaluate_cli(eval_args([str(data / "videos")], shapes=True, prompts=str(prompts), compare=True,
                              plot=str(tmp_path / "c.png")))
     out = capsys.readouterr().out
     assert "flicker score" in out and "00003.mp4" in out and "held_out" not in out and "all" in out
     assert (tmp_path / "c.png").exists()
     with pytest.raises(UsageError, match="not a shapes-world prompt"):
-        E.evaluate_cli(eval_args([str(data / "videos")], shapes=True, prompt="a dog"))
+        R.evaluate_cli(eval_args([str(data / "videos")], shapes=True, prompt="a dog"))
     with pytest.raises(UsageError, match="needs a prompt"):
-        E.evaluate_cli(eval_args([str(data / "videos")], shapes=True))
+        R.evaluate_cli(eval_args([str(data / "videos")], shapes=True))
 
 
 # ------------------------------------------------------------------ optional models
@@ -252,7 +254,7 @@ def tiny_models(tmp_path_factory):
 
 def test_clip_and_dino_scores_with_tiny_local_models(tiny_models):
     clip_dir, vit_dir = tiny_models
-    clip, dino = E.ClipScorer(clip_dir, batch=4), E.DinoScorer(vit_dir, batch=4)
+    clip, dino = M.ClipScorer(clip_dir, batch=4), M.DinoScorer(vit_dir, batch=4)
     video = shapes_clip(frames=9)
     r = E.evaluate_frames(video, "a red circle moving right", clip=clip, dino=dino)
     assert len(r["curves"]["clip"]) == 9 and -1 <= r["summary"]["clip_score"] <= 1
@@ -261,6 +263,6 @@ def test_clip_and_dino_scores_with_tiny_local_models(tiny_models):
     still = E.evaluate_frames(np.repeat(video[:1], 5, axis=0), dino=dino)["summary"]
     assert still["dino_first"] == pytest.approx(1.0, abs=1e-5) and still["dino_prev"] == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(UsageError, match="no such directory"):
-        E.ClipScorer(clip_dir + "-missing")
+        M.ClipScorer(clip_dir + "-missing")
     with pytest.raises(UsageError, match="cannot load"):
-        E.DinoScorer(str(Path(clip_dir).parent))
+        M.DinoScorer(str(Path(clip_dir).parent))

@@ -15,10 +15,31 @@ import textwrap
 from videogen.errors import UsageError
 
 _FMT = argparse.RawDescriptionHelpFormatter
+# An example, not utils.config.shipped_configs(): importing omegaconf would slow --help.
+_SHIPPED = "e.g. tiny, shapes (videogen/configs)"
 
 
 def _doc(text: str) -> str:
     return textwrap.dedent(text).strip("\n")
+
+
+def _command(sub, name: str, help: str, description: str, run) -> argparse.ArgumentParser:
+    """A subcommand `name` whose `--help` shows `description` and which calls `run(args)`."""
+    p = sub.add_parser(name, help=help, formatter_class=_FMT, description=_doc(description))
+    p.set_defaults(func=run)
+    return p
+
+
+def _config_arguments(p, what: str, example: str) -> None:
+    """The positional config (a YAML file or a shipped name) and its key=value overrides."""
+    p.add_argument("config", help=f"{what} YAML config file or shipped config name, {_SHIPPED}")
+    p.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example}")
+
+
+def _checkpoint_arguments(p, export: str) -> None:
+    p.add_argument("--resume", default=None, metavar="latest|DIR",
+                   help="resume from the latest checkpoint or a checkpoint directory")
+    p.add_argument("--export", default=None, metavar="DIR", help=export)
 
 
 # ----------------------------------------------------------------------------- generate
@@ -76,26 +97,22 @@ def _run_generate(args) -> None:
 
 # --------------------------------------------------------------------------- init-model
 def _add_init_model(sub) -> None:
-    p = sub.add_parser(
-        "init-model",
-        help="write a randomly initialised pipeline directory from a config",
-        formatter_class=_FMT,
-        description=_doc(
-            """
-            Write a complete pipeline directory (model_index.json, transformer/, vae/,
-            text_encoder/, tokenizer/, scheduler/) with random weights, built from a
-            training config. Useful for tests, benchmarks and as a training start.
+    p = _command(
+        sub, "init-model", "write a randomly initialised pipeline directory from a config",
+        """
+        Write a complete pipeline directory (model_index.json, transformer/, vae/,
+        text_encoder/, tokenizer/, scheduler/) with random weights, built from a
+        training config. Useful for tests, benchmarks and as a training start.
 
-            example:
-              videogen init-model ./tiny --config configs/tiny.yaml
-            """
-        ),
+        example:
+          videogen init-model ./tiny --config tiny
+        """,
+        _run_init_model,
     )
     p.add_argument("dir", help="directory to write")
-    p.add_argument("--config", default="configs/tiny.yaml", help="YAML config (default: configs/tiny.yaml)")
+    p.add_argument("--config", default="tiny", help=f"YAML config file or shipped config name, {_SHIPPED} (default: tiny)")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. model.mixer=attention")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
-    p.set_defaults(func=_run_init_model)
 
 
 def _run_init_model(args) -> None:
@@ -108,30 +125,27 @@ def _run_init_model(args) -> None:
 def _add_data(sub) -> None:
     p = sub.add_parser("data", help="make datasets (the synthetic shapes world)", formatter_class=_FMT)
     dsub = p.add_subparsers(dest="data_command", metavar="KIND")
-    s = dsub.add_parser(
-        "shapes",
-        help="write the synthetic shapes video-text dataset",
-        formatter_class=_FMT,
-        description=_doc(
-            """
-            Write the shapes world (see shapes_world.md): one coloured shape per clip on a
-            black background, moving or still, as H.264 MP4 files with metadata.csv and
-            spec.json. The same seed writes the same files. Held-out colour-shape pairs
-            (yellow triangle, blue circle, green square) are left out unless --holdout none.
+    s = _command(
+        dsub, "shapes", "write the synthetic shapes video-text dataset",
+        """
+        Write the shapes world (see shapes_world.md): one coloured shape per clip on a
+        black background, moving or still, as H.264 MP4 files with metadata.csv and
+        spec.json. The same seed writes the same files. Held-out colour-shape pairs
+        (yellow triangle, blue circle, green square) are left out unless --holdout none.
 
-            example:
-              videogen data shapes --out data/shapes --num 2000 --frames 33 --size 64
-            """
-        ),
+        example:
+          videogen data shapes --out data/shapes --num 2000 --frames 33 --size 64
+        """,
+        _run_data_shapes,
     )
     s.add_argument("--out", required=True, help="output directory")
     s.add_argument("--num", type=int, required=True, help="number of clips")
-    s.add_argument("--frames", type=int, default=33, help="frames per clip, 1+4k (default: 33)")
+    s.add_argument("--frames", type=int, default=33,
+                   help="frames per clip (default: 33); training clips hold 1 + k x the VAE's temporal factor")
     s.add_argument("--size", type=int, default=64, help="canvas size in pixels (default: 64)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     s.add_argument("--holdout", choices=["default", "none"], default="default",
                    help="leave out the held-out colour-shape pairs (default) or not (none)")
-    s.set_defaults(func=_run_data_shapes)
     p.set_defaults(func=lambda a: p.print_help())
 
 
@@ -144,29 +158,24 @@ def _run_data_shapes(args) -> None:
 
 # -------------------------------------------------------------------------------- cache
 def _add_cache(sub) -> None:
-    p = sub.add_parser(
-        "cache",
-        help="precompute VAE latents and text embeddings for a training config",
-        formatter_class=_FMT,
-        description=_doc(
-            """
-            Encode every clip of the config's dataset with the VAE and every caption with
-            the text encoder, into safetensors shards in data.cache_dir that `videogen
-            train` uses when present. Clips are their first data.frames frames. A cache
-            built for other data/VAE/text settings is refused; delete it to rebuild.
+    p = _command(
+        sub, "cache", "precompute VAE latents and text embeddings for a training config",
+        """
+        Encode every clip of the config's dataset with the VAE and every caption with
+        the text encoder, into safetensors shards in data.cache_dir that `videogen
+        train` uses when present. Clips are their first data.frames frames. A cache
+        built for other data/VAE/text settings is refused; delete it to rebuild.
 
-            examples:
-              videogen cache configs/shapes.yaml --workers 2     # both cores of a 2-core CPU
-              videogen cache configs/tiny.yaml data.cache_dir=cache/tiny
-            """
-        ),
+        examples:
+          videogen cache configs/shapes.yaml --workers 2     # both cores of a 2-core CPU
+          videogen cache configs/tiny.yaml data.cache_dir=cache/tiny
+        """,
+        _run_cache,
     )
-    p.add_argument("config", help="training YAML config")
-    p.add_argument("overrides", nargs="*", help="key=value overrides")
+    _config_arguments(p, "training", "data.cache_dir=cache/tiny")
     p.add_argument("--workers", type=int, default=1,
                    help="CPU processes that encode clips, one thread each (default: 1). The VAE encoder "
                         "scales with processes, not threads: on 2 cores, 2 workers 1.58x, 2 threads 1.19x")
-    p.set_defaults(func=_run_cache)
 
 
 def _run_cache(args) -> None:
@@ -177,33 +186,26 @@ def _run_cache(args) -> None:
 
 # -------------------------------------------------------------------------------- train
 def _add_train(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a PoM video DiT with accelerate (1 CPU to many GPUs)",
-        formatter_class=_FMT,
-        description=_doc(
-            """
-            Train from a YAML config, with key=value overrides. Runs the same on one CPU
-            process or many GPUs: launch it with accelerate for more than one process.
-            Writes to train.output_dir: log.jsonl, checkpoint-NNNNNN/ every
-            train.checkpoint_every steps, samples/, and pipeline/ (for generate --model).
+    p = _command(
+        sub, "train", "train a PoM video DiT with accelerate (1 CPU to many GPUs)",
+        """
+        Train from a YAML config, with key=value overrides. Runs the same on one CPU
+        process or many GPUs: launch it with accelerate for more than one process.
+        Writes to train.output_dir: log.jsonl, checkpoint-NNNNNN/ every
+        train.checkpoint_every steps, samples/, and pipeline/ (for generate --model).
 
-            examples:
-              videogen train configs/shapes.yaml
-              videogen train configs/shapes.yaml train.max_steps=2000 train.batch_size=4
-              videogen train configs/shapes.yaml --resume latest
-              videogen train configs/shapes.yaml --export runs/shapes/now   # newest checkpoint -> pipeline
-              accelerate launch --num_processes 8 -m videogen train configs/shapes.yaml
-              accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m videogen train configs/tiny.yaml
-            """
-        ),
+        examples:
+          videogen train configs/shapes.yaml
+          videogen train configs/shapes.yaml train.max_steps=2000 train.batch_size=4
+          videogen train configs/shapes.yaml --resume latest
+          videogen train configs/shapes.yaml --export runs/shapes/now   # newest checkpoint -> pipeline
+          accelerate launch --num_processes 8 -m videogen train configs/shapes.yaml
+          accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m videogen train configs/tiny.yaml
+        """,
+        _run_train,
     )
-    p.add_argument("config", help="training YAML config")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=3e-4")
-    p.add_argument("--resume", default=None, metavar="latest|DIR", help="resume from the latest checkpoint or a checkpoint directory")
-    p.add_argument("--export", default=None, metavar="DIR",
-                   help="train nothing: write the pipeline of a checkpoint (--resume, default the latest) to DIR")
-    p.set_defaults(func=_run_train)
+    _config_arguments(p, "training", "train.lr=3e-4")
+    _checkpoint_arguments(p, "train nothing: write the pipeline of a checkpoint (--resume, default the latest) to DIR")
 
 
 def _run_train(args) -> None:
@@ -214,34 +216,31 @@ def _run_train(args) -> None:
 
 # --------------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="score temporal consistency of videos (flicker, warping, drift, ...)",
-        formatter_class=_FMT,
-        description=_doc(
-            """
-            Score videos (MP4, GIF or a directory of frames) for temporal consistency:
-            flicker, warping error, motion smoothness, dynamic degree, drift, SSIM/PSNR
-            between consecutive frames. With --shapes, also check a shapes-world video
-            against its prompt (colour, shape, direction, presence, drift) and report
-            the rates overall and on held-out colour-shape pairs.
+    p = _command(
+        sub, "eval", "score temporal consistency of videos (flicker, warping, drift, ...)",
+        """
+        Score videos (MP4, GIF or a directory of frames) for temporal consistency:
+        flicker, warping error, motion smoothness, dynamic degree, drift, SSIM/PSNR
+        between consecutive frames. With --shapes, also check a shapes-world video
+        against its prompt (colour, shape, direction, presence, drift) and report
+        the rates overall and on held-out colour-shape pairs.
 
-            inputs: a file is one video; a directory of video files gives them sorted by
-            file name; a dataset directory with metadata.csv gives its videos with their
-            captions as prompts; any other directory is one video stored as frames.
-            prompts: --prompt applies to every video; --prompts FILE has either one prompt
-            per line, line i for the i-th video in that order (name files 000.mp4,
-            001.mp4, ... so sorting keeps the order), or 'name<TAB>prompt' lines matched
-            by file name, with or without extension. Unreadable videos are reported and
-            skipped; the others are still scored, and the exit status is then 2.
+        inputs: a file is one video; a directory of video files gives them sorted by
+        file name; a dataset directory with metadata.csv gives its videos with their
+        captions as prompts; any other directory is one video stored as frames.
+        prompts: --prompt applies to every video; --prompts FILE has either one prompt
+        per line, line i for the i-th video in that order (name files 000.mp4,
+        001.mp4, ... so sorting keeps the order), or 'name<TAB>prompt' lines matched
+        by file name, with or without extension. Unreadable videos are reported and
+        skipped; the others are still scored, and the exit status is then 2.
 
-            examples:
-              videogen eval out.mp4 --plot out.png
-              videogen eval a.mp4 b.mp4 --compare --json report.json --plot curves.png
-              videogen eval videos/ --shapes --prompts data/prompts_shapes.txt --json shapes.json
-              videogen eval data/shapes --shapes
-            """
-        ),
+        examples:
+          videogen eval out.mp4 --plot out.png
+          videogen eval a.mp4 b.mp4 --compare --json report.json --plot curves.png
+          videogen eval videos/ --shapes --prompts data/prompts_shapes.txt --json shapes.json
+          videogen eval data/shapes --shapes
+        """,
+        _run_eval,
     )
     p.add_argument("videos", nargs="+", help="video files, directories of videos, frame directories or datasets")
     p.add_argument("--prompt", default=None, help="the prompt of the video(s)")
@@ -254,43 +253,34 @@ def _add_eval(sub) -> None:
     p.add_argument("--shapes", action="store_true", help="score against shapes-world prompts")
     p.add_argument("--clip", default=None, metavar="DIR", help="local CLIP model directory for a text-video score")
     p.add_argument("--dino", default=None, metavar="DIR", help="local DINO model directory for subject consistency")
-    p.set_defaults(func=_run_eval)
 
 
 def _run_eval(args) -> None:
-    from videogen.evaluation.metrics import evaluate_cli
+    from videogen.evaluation.run import evaluate_cli
 
     evaluate_cli(args)
 
 
 # ---------------------------------------------------------------------------- train-vae
 def _add_train_vae(sub) -> None:
-    p = sub.add_parser(
-        "train-vae",
-        help="train the causal video VAE (AutoencoderKLWan) on the shapes world",
-        formatter_class=_FMT,
-        description=_doc(
-            """
-            Train a diffusers AutoencoderKLWan on shapes-world clips rendered on the fly (or
-            a dataset: data.dataset=DIR), evaluate reconstruction PSNR on 64 held-out clips
-            (eval.json), and export it with latent statistics to train.output_dir/export.
-            With --export, train nothing: export the VAE of a checkpoint to DIR.
+    p = _command(
+        sub, "train-vae", "train the causal video VAE (AutoencoderKLWan) on the shapes world",
+        """
+        Train a diffusers AutoencoderKLWan on shapes-world clips rendered on the fly (or
+        a dataset: data.dataset=DIR), evaluate reconstruction PSNR on 64 held-out clips
+        (eval.json), and export it with latent statistics to train.output_dir/export.
+        With --export, train nothing: export the VAE of a checkpoint to DIR.
 
-            examples:
-              videogen train-vae configs/shapes_vae.yaml
-              videogen train-vae configs/shapes_vae.yaml train.lr=5e-4 data.frames=9
-              videogen train-vae configs/shapes_vae.yaml --resume latest
-              videogen train-vae configs/shapes_vae.yaml --export runs/shapes_vae/now
-            """
-        ),
+        examples:
+          videogen train-vae configs/shapes_vae.yaml
+          videogen train-vae configs/shapes_vae.yaml train.lr=5e-4 data.frames=9
+          videogen train-vae configs/shapes_vae.yaml --resume latest
+          videogen train-vae configs/shapes_vae.yaml --export runs/shapes_vae/now
+        """,
+        _run_train_vae,
     )
-    p.add_argument("config", help="VAE training YAML config")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=1e-3")
-    p.add_argument("--resume", default=None, metavar="latest|DIR",
-                   help="resume from the latest checkpoint or a checkpoint directory")
-    p.add_argument("--export", default=None, metavar="DIR",
-                   help="export the VAE of the latest (or --resume) checkpoint to DIR, without training")
-    p.set_defaults(func=_run_train_vae)
+    _config_arguments(p, "VAE training", "train.lr=1e-3")
+    _checkpoint_arguments(p, "export the VAE of the latest (or --resume) checkpoint to DIR, without training")
 
 
 def _run_train_vae(args) -> None:

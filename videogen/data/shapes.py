@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from videogen.errors import UsageError
+from videogen.utils import atomic
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 40, 40),
@@ -169,11 +167,6 @@ def parse_prompt(text: str) -> tuple[str, str, str] | None:
     return found[0], found[1], found[2]
 
 
-def all_prompts() -> list[str]:
-    """The canonical prompt of every colour x shape x motion combination (105)."""
-    return [f"a {c} {s} {m}" for c in COLOURS for s in SHAPES for m in MOTIONS]
-
-
 def evaluation_prompts() -> list[str]:
     """The fixed prompt list of data/prompts_shapes.txt (69 prompts).
 
@@ -224,53 +217,54 @@ def write_shapes_dataset(out: str | os.PathLike, *, num: int, frames: int = 33, 
                          seed: int = 0, holdout: str = "default", fps: int = 8) -> Path:
     """Write `num` clips as H.264 MP4 + metadata.csv (video,caption) + spec.json into `out`.
 
-    The same arguments write the same metadata and the same decoded frames. The files
-    are written into a temporary sibling directory that is renamed to `out` only when
+    The same arguments write the same metadata and the same decoded frames. Everything is
+    written into a temporary sibling folder (utils/atomic) renamed to `out` only when
     complete, so an interrupted run leaves nothing that looks like a dataset.
     Returns the dataset directory.
     """
-    from tqdm import tqdm
-
-    from videogen.data.video_io import Mp4Writer
-
-    for name, value, low in (("num", num, 1), ("frames", frames, 1), ("size", size, 16), ("fps", fps, 1)):
-        if value < low:
-            raise UsageError(f"--{name} must be at least {low}, got {value}")
-    if size % 2:
-        raise UsageError(f"--size must be even (H.264 yuv420p needs even sizes), got {size}")
+    _check_dataset_args(num=num, frames=frames, size=size, fps=fps)
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory; delete it or choose another --out")
     plan = dataset_plan(num, seed=seed, holdout=holdout)
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:12]}"
-    try:
-        (tmp / "videos").mkdir(parents=True)
-        rows = []
-        width = max(5, len(str(num - 1)))
-        for i, (colour, shape, motion) in enumerate(tqdm(plan, desc="shapes clips", unit="clip")):
-            rng = np.random.default_rng([seed, 1, i])  # per clip: independent of num
-            video = render_clip(colour, shape, motion, frames=frames, size=size, rng=rng)
-            name = f"videos/{i:0{width}d}.mp4"
-            with Mp4Writer(str(tmp / name), fps=fps) as writer:
-                for frame in video:
-                    writer.write(frame)
-            rows.append((name, caption(colour, shape, motion, rng)))
+    with atomic.atomic_path(str(out), directory=True) as tmp:
+        rows = _write_clips(Path(tmp), plan, frames=frames, size=size, seed=seed, fps=fps)
         buf = io.StringIO()
         table = csv.writer(buf, lineterminator="\n")
         table.writerow(["video", "caption"])
         table.writerows(rows)
-        (tmp / "metadata.csv").write_text(buf.getvalue())
+        atomic.write_text(os.path.join(tmp, "metadata.csv"), buf.getvalue())
         spec = {"generator": "videogen.data.shapes.write_shapes_dataset", "num": num, "frames": frames,
                 "size": size, "seed": seed, "holdout": holdout, "fps": fps,
                 "held_out_pairs": [list(p) for p in HELD_OUT] if holdout == "default" else [],
                 "colours": COLOURS, "shapes": list(SHAPES), "motions": list(MOTIONS)}
-        (tmp / "spec.json").write_text(json.dumps(spec, indent=2) + "\n")
-        if out.exists():
-            out.rmdir()  # checked empty above
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        atomic.write_json(os.path.join(tmp, "spec.json"), spec, indent=2)
     return out
+
+
+def _check_dataset_args(**values: int) -> None:
+    for name, low in (("num", 1), ("frames", 1), ("size", 16), ("fps", 1)):
+        if values[name] < low:
+            raise UsageError(f"--{name} must be at least {low}, got {values[name]}")
+    if values["size"] % 2:
+        raise UsageError(f"--size must be even (H.264 yuv420p needs even sizes), got {values['size']}")
+
+
+def _write_clips(root: Path, plan: list, *, frames: int, size: int, seed: int, fps: int) -> list:
+    """Render and encode each planned clip under root/videos; returns the (video, caption) rows."""
+    from tqdm import tqdm
+
+    from videogen.data.video_io import Mp4Writer
+
+    (root / "videos").mkdir()
+    rows = []
+    width = max(5, len(str(len(plan) - 1)))
+    for i, (colour, shape, motion) in enumerate(tqdm(plan, desc="shapes clips", unit="clip")):
+        rng = np.random.default_rng([seed, 1, i])  # per clip: independent of num
+        video = render_clip(colour, shape, motion, frames=frames, size=size, rng=rng)
+        name = f"videos/{i:0{width}d}.mp4"
+        with Mp4Writer(str(root / name), fps=fps) as writer:
+            for frame in video:
+                writer.write(frame)
+        rows.append((name, caption(colour, shape, motion, rng)))
+    return rows

@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from fractions import Fraction
 from typing import Optional
 
 import numpy as np
 
 from videogen.errors import UsageError
+from videogen.utils.atomic import default_mode, discard, replace_into, temp_sibling  # noqa: F401  default_mode: pipelines/pipeline.py imports it from here
 
 logger = logging.getLogger("videogen")
 
@@ -271,18 +271,6 @@ def _read_frame_dir(path: str, fps, num_frames) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
-def default_mode(directory: bool = False) -> int:
-    """The mode a plain open() or mkdir() gives: 0o666 / 0o777 less the umask.
-
-    Outputs are written under a temporary name and renamed into place, and mkstemp and
-    mkdtemp make that name 0o600 / 0o700; without a chmod a video or a saved pipeline would
-    be private to its writer.
-    """
-    umask = os.umask(0)
-    os.umask(umask)
-    return (0o777 if directory else 0o666) & ~umask
-
-
 def open_writer(path: str, fps: float = 8, crf: int = 18):
     """An Mp4Writer or GifWriter for `path`, chosen by its extension."""
     ext = os.path.splitext(path)[1].lower()
@@ -295,7 +283,7 @@ def open_writer(path: str, fps: float = 8, crf: int = 18):
 
 
 class _AtomicWriter:
-    """Frames go to a temporary file beside `path`, renamed into place on success.
+    """Frames go to a temporary sibling of `path` (utils/atomic), renamed into place on success.
 
     Subclasses implement `_add(frame)`, `_finish()` (flush and close the temporary
     file) and `_discard()` (close it without caring about errors).
@@ -308,23 +296,8 @@ class _AtomicWriter:
         self.fps = fps
         self.frames_written = 0
         self._size = None  # (H, W) of the first frame; all frames must match
-        self._tmp_path = self._make_temp(path)
-
-    @staticmethod
-    def _make_temp(path: str) -> str:
-        """Create the temporary file; this is also the check that we can write there."""
-        directory, name = os.path.split(os.path.abspath(path))
-        if os.path.isdir(path):
-            raise UsageError(f"cannot write to '{path}': it is a directory; choose another -o path")
-        try:
-            # Keep the real extension last: the muxer picks the format from it.
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", suffix=os.path.splitext(name)[1],
-                                       dir=directory)
-        except OSError as err:
-            raise UsageError(f"cannot write to '{path}': {err.strerror} ({directory}); "
-                             "choose another -o path") from None
-        os.close(fd)
-        return tmp
+        # The output's folder must exist: a mistyped -o path should not grow folders.
+        self._tmp_path = temp_sibling(path, make_parents=False, fix="choose another -o path")
 
     def write(self, frame: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
@@ -344,8 +317,7 @@ class _AtomicWriter:
             if self.frames_written == 0:
                 raise ValueError(f"no frames were written to '{self.path}'")
             self._finish()
-            os.chmod(self._tmp_path, default_mode())
-            os.replace(self._tmp_path, self.path)
+            replace_into(self._tmp_path, os.path.abspath(self.path))
         except BaseException:
             self.abort()
             raise
@@ -355,8 +327,7 @@ class _AtomicWriter:
         try:
             self._discard()
         finally:
-            if os.path.exists(self._tmp_path):
-                os.remove(self._tmp_path)
+            discard(self._tmp_path)
 
     def __enter__(self):
         return self

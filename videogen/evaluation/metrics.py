@@ -21,24 +21,19 @@ needs more frames than the video has is None.
 - optional, from local model directories: CLIP text-frame similarity, and DINO-style
   subject consistency (CLS-feature cosine to the first and the previous frame).
 - optional: the shapes-world check of a video against its prompt (`shapes_scorer`).
+
+The model scores live in evaluation/model_scores.py, tables and plots in evaluation/report.py,
+`videogen eval` in evaluation/run.py.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-import sys
-import tempfile
-from pathlib import Path
-
 import cv2
 import numpy as np
 
-from videogen.errors import UsageError
-from videogen.evaluation.shapes_scorer import aggregate, score_video
-from videogen.data.shapes import parse_prompt
-from videogen.data.video_io import VideoReadError, default_mode, read_video
+from videogen.data.video_io import read_video
+from videogen.evaluation.model_scores import ClipScorer, DinoScorer
+from videogen.evaluation.shapes_scorer import score_video
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency (Sundaram et al. 2010)
@@ -46,10 +41,8 @@ DYNAMIC_TOP_SHARE = 0.05  # per pair, the mean of the largest 5% flow magnitudes
 DYNAMIC_THRESHOLD = 0.01  # ... must exceed this share of the shorter side, in pixels
 DRIFT_WINDOW = 8
 PSNR_CAP = 100.0
-VIDEO_EXTENSIONS = (".mp4", ".gif", ".mov", ".mkv", ".avi", ".webm")
 
 
-# ---------------------------------------------------------------------------- metrics
 def frame_mad(video: np.ndarray) -> np.ndarray:
     """(F-1,) mean absolute difference of consecutive frames, 0..255."""
     v = video.astype(np.int16)
@@ -207,80 +200,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return PSNR_CAP if mse == 0 else min(PSNR_CAP, float(10 * np.log10(255.0**2 / mse)))
 
 
-# ------------------------------------------------------------ optional model scores
-def _load_pretrained(kind: str, model_dir: str, load):
-    if not os.path.isdir(model_dir):
-        raise UsageError(f"--{kind} {model_dir}: no such directory; pass a local model directory")
-    try:
-        return load()
-    except (OSError, ValueError, KeyError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"--{kind} {model_dir}: cannot load a model from it ({reason}); "
-                         "pass a directory written by save_pretrained") from None
-
-
-def _pooled(output):
-    """transformers 4 returns feature tensors, transformers 5 a model output."""
-    import torch
-
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
-class ClipScorer:
-    """Cosine similarity of a prompt and each frame, with a local CLIPModel directory."""
-
-    def __init__(self, model_dir: str, batch: int = 32):
-        from transformers import CLIPModel, CLIPProcessor
-
-        def load():
-            return CLIPModel.from_pretrained(model_dir).eval(), CLIPProcessor.from_pretrained(model_dir)
-
-        self.model, self.processor = _load_pretrained("clip", model_dir, load)
-        self.batch = batch
-
-    def __call__(self, video: np.ndarray, prompt: str) -> np.ndarray:
-        """(F,) cosine similarity of the prompt to each frame."""
-        import torch
-
-        with torch.no_grad():
-            text = self.processor(text=[prompt], return_tensors="pt", padding=True, truncation=True)
-            t = _pooled(self.model.get_text_features(**text))
-            t = t / t.norm(dim=-1, keepdim=True)
-            sims = []
-            for i in range(0, len(video), self.batch):
-                pixels = self.processor(images=list(video[i:i + self.batch]), return_tensors="pt")
-                f = _pooled(self.model.get_image_features(pixel_values=pixels["pixel_values"]))
-                sims.append((f / f.norm(dim=-1, keepdim=True)) @ t[0])
-        return torch.cat(sims).numpy()
-
-
-class DinoScorer:
-    """Subject consistency: cosine of each frame's CLS feature to the first and previous frame's."""
-
-    def __init__(self, model_dir: str, batch: int = 32):
-        from transformers import AutoImageProcessor, AutoModel
-
-        def load():
-            return AutoModel.from_pretrained(model_dir).eval(), AutoImageProcessor.from_pretrained(model_dir)
-
-        self.model, self.processor = _load_pretrained("dino", model_dir, load)
-        self.batch = batch
-
-    def __call__(self, video: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """((F-1,) cosine to the first frame, (F-1,) cosine to the previous frame), frames 1.."""
-        import torch
-
-        with torch.no_grad():
-            feats = []
-            for i in range(0, len(video), self.batch):
-                pixels = self.processor(images=list(video[i:i + self.batch]), return_tensors="pt")
-                feats.append(self.model(pixel_values=pixels["pixel_values"]).last_hidden_state[:, 0])
-            f = torch.cat(feats)
-            f = f / f.norm(dim=-1, keepdim=True)
-        return (f[1:] @ f[0]).numpy(), (f[1:] * f[:-1]).sum(-1).numpy()
-
-
-# ---------------------------------------------------------------------------- reports
+# ---------------------------------------------------------------------------- whole videos
 def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: bool = False,
                     clip: ClipScorer | None = None, dino: DinoScorer | None = None) -> dict:
     """Every metric of a (F, H, W, 3) uint8 video: {"summary": {...}, "curves": {...}}.
@@ -338,236 +258,3 @@ def evaluate_video(path: str, prompt: str | None = None, *, shapes: bool = False
     """
     video = read_video(str(path))
     return {"video": str(path), **evaluate_frames(video, prompt, shapes=shapes, clip=clip, dino=dino)}
-
-
-# Summary rows of the printed table: key, label, format.
-SUMMARY_ROWS = (
-    ("flicker", "flicker score (1 = still)", "{:.4f}"),
-    ("mad", "mean |frame diff| (0-255)", "{:.2f}"),
-    ("warping_error", "warping error (MSE, 0-1)", "{:.5f}"),
-    ("occluded", "occluded share", "{:.3f}"),
-    ("motion_smoothness", "motion smoothness (1 = ideal)", "{:.4f}"),
-    ("dynamic_degree", "dynamic degree", "{:.2f}"),
-    ("flow_magnitude", "mean flow magnitude (px)", "{:.3f}"),
-    ("ssim", "SSIM consecutive", "{:.4f}"),
-    ("psnr", "PSNR consecutive (dB)", "{:.2f}"),
-    ("drift_hist_slope", "histogram drift /100 frames", "{:+.4f}"),
-    ("drift_brightness_slope", "brightness drift /100 frames", "{:+.2f}"),
-    ("clip_score", "CLIP text-frame similarity", "{:.4f}"),
-    ("dino_first", "DINO similarity to first", "{:.4f}"),
-    ("dino_prev", "DINO similarity to previous", "{:.4f}"),
-)
-
-
-def _cell(value, fmt: str) -> str:
-    return "-" if value is None else fmt.format(value)
-
-
-def format_table(reports: list[dict]) -> str:
-    """Summary metrics as a table: one row per metric, one column per video."""
-    names = [Path(r["video"]).name[:24] for r in reports]
-    widths = [max(10, len(n)) for n in names]
-    rows = [k for k in SUMMARY_ROWS if any(k[0] in r["summary"] for r in reports)]
-    lines = ["metric".ljust(30) + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
-    for key, label, fmt in rows:
-        cells = [_cell(r["summary"].get(key), fmt).rjust(w) for r, w in zip(reports, widths)]
-        lines.append(label.ljust(30) + "  ".join(cells))
-    return "\n".join(lines)
-
-
-def format_shapes_table(reports: list[dict], rates: dict) -> str:
-    """Per-video shapes check (detected value, or 'ok') and aggregate rates vs the bars."""
-    def mark(row, key, field):
-        return "ok" if row[f"{key}_ok"] else f"{row['detected'][field] or 'none'}!"
-
-    lines = [f"{'video':<20} {'prompt':<42} {'colour':>8} {'shape':>9} {'motion':>15} "
-             f"{'present':>7} {'moving@end':>10} {'colour drift':>12} {'background':>10}"]
-    for r in reports:
-        s = r["shapes"]
-        drift_cell = _cell(s["colour_drift"], "{:.1f}")
-        background = f"{s['background_start']:.0f}->{s['background_end']:.0f}"
-        lines.append(f"{Path(r['video']).name[:20]:<20} {s['prompt'][:42]:<42} {mark(s, 'colour', 'colour'):>8} "
-                     f"{mark(s, 'shape', 'shape'):>9} {mark(s, 'direction', 'motion'):>15} "
-                     f"{s['presence']:>7.2f} {str(s['moving_at_end']):>10} {drift_cell:>12} {background:>10}")
-    bars = rates["bars"]
-    lines.append("")
-    lines.append(f"{'rates':<10} {'videos':>6} " + " ".join(f"{k + ' >=' + format(b, '.2f'):>17}"
-                                                          for k, b in bars.items()) + "  bars")
-    for group in ("all", "held_out", "seen"):
-        g = rates[group]
-        if not g["videos"]:
-            continue
-        cells = " ".join(f"{g[k]:>17.2f}" for k in bars)
-        lines.append(f"{group:<10} {g['videos']:>6} {cells}  {'pass' if g['passes_bars'] else 'FAIL'}")
-    return "\n".join(lines)
-
-
-def plot_curves(reports: list[dict], out: str) -> None:
-    """Per-frame curves of one or more videos into one PNG: frame difference, SSIM,
-    flow magnitude and drift."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
-    panels = (("pair_frame", "mad", "mean |frame t - frame t-1|\n(flicker; 0-255)"),
-              ("pair_frame", "ssim", "SSIM(frame t-1, frame t)"),
-              ("pair_frame", "flow_top", "flow magnitude, top 5%\n(px per frame)"))
-    for r in reports:
-        name, c = Path(r["video"]).name, r["curves"]
-        for ax, (x, y, _) in zip(axes, panels):
-            ax.plot(c[x], c[y], marker=".", label=name)
-        line, = axes[3].plot(c["drift_frame"], c["drift_hist"], marker="o", label=f"{name}: colour histogram")
-        axes[3].plot(c["drift_frame"], np.array(c["drift_brightness"]) / 255, marker="s", linestyle="--",
-                     color=line.get_color(), label=f"{name}: brightness / 255")
-    for ax, (_, _, label) in zip(axes, panels):
-        ax.set_ylabel(label)
-    axes[3].set_ylabel(f"drift vs first {DRIFT_WINDOW} frames")
-    axes[3].set_xlabel("frame")
-    axes[3].legend(fontsize="small")
-    if len(reports) > 1:
-        axes[0].legend(fontsize="small")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    title = Path(reports[0]["video"]).name if len(reports) == 1 else f"{len(reports)} videos"
-    fig.suptitle(f"temporal consistency: {title}")
-    fig.tight_layout()
-    _write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=100))
-    plt.close(fig)
-
-
-def _write_atomic(path: str, write) -> None:
-    """Call write(tmp_path) for a temporary file beside `path`, then rename it to `path`."""
-    path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-",
-                                   suffix=os.path.splitext(path)[1], dir=directory)
-    except OSError as err:
-        raise UsageError(f"cannot write {path}: {err.strerror}; choose another path") from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, default_mode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-# -------------------------------------------------------------------------------- CLI
-def expand_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
-    """(video path, caption or None) for each input.
-
-    A file is one video. A directory with metadata.csv is a shapes dataset: its videos
-    with their captions. A directory with video files gives those, sorted by name.
-    Any other directory is one video stored as frames.
-    """
-    items = []
-    for p in paths:
-        meta = os.path.join(p, "metadata.csv")
-        if os.path.isdir(p) and os.path.isfile(meta):
-            with open(meta, newline="") as fh:
-                items += [(os.path.join(p, row["video"]), row["caption"]) for row in csv.DictReader(fh)]
-        elif os.path.isdir(p):
-            videos = sorted(n for n in os.listdir(p) if n.lower().endswith(VIDEO_EXTENSIONS))
-            items += [(os.path.join(p, n), None) for n in videos] if videos else [(p, None)]
-        else:
-            items.append((p, None))
-    return items
-
-
-def read_prompts(file: str, videos: list[str]) -> list[str]:
-    """The prompt of each video from a prompts file.
-
-    Two layouts: lines 'name<TAB>prompt', matched by the video's file name (or its
-    name without extension, or its path as given); or one prompt per line, line i for
-    the i-th video (directories expanded in sorted file-name order, so name videos
-    000.mp4, 001.mp4, ...). Blank lines and lines starting with '#' are skipped.
-    """
-    try:
-        with open(file) as fh:
-            lines = [line.rstrip("\n") for line in fh if line.strip() and not line.startswith("#")]
-    except OSError as err:
-        raise UsageError(f"--prompts {file}: {err.strerror}; check the path") from None
-    if lines and all("\t" in line for line in lines):
-        table = dict(line.split("\t", 1) for line in lines)
-        prompts = []
-        for v in videos:
-            keys = (v, Path(v).name, Path(v).stem)
-            match = next((table[k] for k in keys if k in table), None)
-            if match is None:
-                raise UsageError(f"--prompts {file} has no line for {v}; add '{Path(v).name}<TAB>prompt'")
-            prompts.append(match.strip())
-        return prompts
-    if len(lines) != len(videos):
-        raise UsageError(f"--prompts {file} has {len(lines)} prompts for {len(videos)} videos; give one "
-                         "line per video in sorted order, or 'name<TAB>prompt' lines")
-    return [line.strip() for line in lines]
-
-
-def _resolve(args) -> list[tuple[str, str | None]]:
-    """(video, prompt) pairs from the CLI arguments, validated for --shapes and --clip."""
-    if args.prompt is not None and args.prompts is not None:
-        raise UsageError("give --prompt (one prompt for all videos) or --prompts FILE, not both")
-    items = expand_inputs(args.videos)
-    if args.prompts is not None:
-        items = list(zip([v for v, _ in items], read_prompts(args.prompts, [v for v, _ in items])))
-    elif args.prompt is not None:
-        items = [(v, args.prompt) for v, _ in items]
-    needs = "--shapes" if args.shapes else "--clip" if args.clip else None
-    for video, prompt in items:
-        if needs and prompt is None:
-            raise UsageError(f"{needs} needs a prompt for every video ({video} has none); "
-                             "pass --prompt or --prompts FILE")
-        if args.shapes and parse_prompt(prompt) is None:
-            raise UsageError(f"prompt {prompt!r} of {video} is not a shapes-world prompt; "
-                             "use e.g. 'a red circle moving left'")
-    return items
-
-
-def evaluate_cli(args) -> None:
-    """`videogen eval`: score every video, write the table/JSON/plots, then report failures.
-
-    Unreadable videos are reported one line each and skipped; the others are scored
-    and written, then a UsageError (exit status 2) names the failures.
-    """
-    from tqdm import tqdm
-
-    items = _resolve(args)
-    if args.plot and not args.plot.lower().endswith((".png", ".pdf", ".svg")):
-        raise UsageError(f"--plot {args.plot}: the plot must end in .png, .pdf or .svg")
-    clip = ClipScorer(args.clip) if args.clip else None
-    dino = DinoScorer(args.dino) if args.dino else None
-    reports, failed = [], []
-    for video, prompt in tqdm(items, desc="eval", unit="video", disable=None):
-        try:
-            reports.append(evaluate_video(video, prompt, shapes=args.shapes, clip=clip, dino=dino))
-        except VideoReadError as err:
-            failed.append({"video": video, "error": str(err)})
-            tqdm.write(f"videogen eval: {err}", file=sys.stderr)
-    result = {"videos": reports, "failed": failed}
-    if args.shapes:
-        result["shapes"] = aggregate([r["shapes"] for r in reports])
-
-    if args.json:
-        _write_atomic(args.json, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=1) + "\n"))
-        print(f"wrote {args.json}")
-    elif reports:
-        groups = [reports] if args.compare else [[r] for r in reports]
-        print("\n\n".join(format_table(g) for g in groups))
-        if args.shapes:
-            print("\n" + format_shapes_table(reports, result["shapes"]))
-    if args.plot and reports:
-        if args.compare or len(reports) == 1:
-            plot_curves(reports, args.plot)
-        else:  # one file per video: curves-000-name.png, ...
-            stem, suffix = os.path.splitext(args.plot)
-            for i, r in enumerate(reports):
-                plot_curves([r], f"{stem}-{i:03d}-{Path(r['video']).stem}{suffix}")
-    if failed:
-        names = ", ".join(f["video"] for f in failed)
-        raise UsageError(f"{len(failed)} of {len(items)} videos could not be read ({names}); "
-                         "the others were scored")

@@ -137,13 +137,7 @@ def temporal_factor(cfg: VAEConfig) -> int:
     return 2 ** sum(cfg.temperal_downsample)
 
 
-def check_frame_count(num_frames: int, temporal: int, what: str = "a clip to encode") -> None:
-    """The causal VAE's frame rule, the one place it is checked: 1 + temporal*k pixel frames
-    (the first frame alone, then `temporal` per latent frame). `what` names the setting."""
-    if num_frames < 1 or (num_frames - 1) % temporal:
-        below = max(1, 1 + (num_frames - 1) // temporal * temporal)
-        raise UsageError(f"{what} needs 1+{temporal}k frames, not {num_frames}; "
-                         f"use {below} or {below + temporal}")
+from videogen.utils.frames import check_frame_count  # noqa: E402,F401  the rule lives in a leaf data/ can import
 
 
 # --------------------------------------------------------------------------- encode / decode

@@ -32,24 +32,28 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask
 
 
-def temp_sibling(path: str, *, directory: bool = False) -> str:
+def temp_sibling(path: str, *, directory: bool = False, make_parents: bool = True,
+                 fix: str = "choose another path") -> str:
     """Create the temporary sibling of `path` (a file, or a folder) and return its path.
 
-    This is also the check that the folder is writable: a user mistake there is one line.
+    This is also the check that the folder is writable: a user mistake there is one line
+    ending in `fix`. With make_parents=False a missing parent folder is such a mistake
+    (a mistyped -o path should not grow folders).
     """
     path = os.path.abspath(path)
     parent, name = os.path.split(path)
     if os.path.isdir(path) and not directory:
-        raise UsageError(f"cannot write to '{path}': it is a directory; choose another path")
+        raise UsageError(f"cannot write to '{path}': it is a directory; {fix}")
     try:
-        os.makedirs(parent, exist_ok=True)
+        if make_parents:
+            os.makedirs(parent, exist_ok=True)
         if directory:
             tmp = tempfile.mkdtemp(prefix=f".{name}{TEMP_MARK}", dir=parent)
         else:
             fd, tmp = tempfile.mkstemp(prefix=f".{name}{TEMP_MARK}", suffix=os.path.splitext(name)[1], dir=parent)
             os.close(fd)
     except OSError as err:
-        raise UsageError(f"cannot write to '{path}': {err.strerror} ({parent}); choose another path") from None
+        raise UsageError(f"cannot write to '{path}': {err.strerror} ({parent}); {fix}") from None
     os.chmod(tmp, default_mode(directory))
     return tmp
 
@@ -79,10 +83,12 @@ def discard(tmp: str) -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str, *, directory: bool = False) -> Iterator[str]:
+def atomic_path(path: str, *, directory: bool = False, make_parents: bool = True,
+                fix: str = "choose another path") -> Iterator[str]:
     """Yield a temporary sibling to write; on success it is renamed onto `path`, on any
-    error (KeyboardInterrupt included) it is removed and `path` is left as it was."""
-    tmp = temp_sibling(path, directory=directory)
+    error (KeyboardInterrupt included) it is removed and `path` is left as it was.
+    make_parents and fix: as in temp_sibling."""
+    tmp = temp_sibling(path, directory=directory, make_parents=make_parents, fix=fix)
     try:
         yield tmp
         replace_into(tmp, os.path.abspath(path))

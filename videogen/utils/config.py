@@ -3,6 +3,10 @@
 `load_structured(schema, path, overrides)` merges a YAML file with `key=value` overrides,
 rejects unknown keys with the nearest known key, and returns the dataclass. Each config
 section is a dataclass that lives beside the component it configures.
+
+`path` is a YAML file, or the name of a config shipped in videogen/configs ("tiny",
+"tiny.yaml", or "configs/tiny.yaml", the repo-root link's spelling), so that the shipped
+configs work from any folder and from an installed package.
 """
 
 from __future__ import annotations
@@ -16,6 +20,30 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from videogen.errors import UsageError
+
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+YAML_SUFFIXES = (".yaml", ".yml")
+
+
+def shipped_configs() -> list:
+    """Names of the configs in videogen/configs, without the extension."""
+    return sorted(os.path.splitext(n)[0] for n in os.listdir(SHIPPED_DIR) if n.endswith(YAML_SUFFIXES))
+
+
+def resolve_config(name_or_path: str, example: str = "configs/tiny.yaml") -> str:
+    """The YAML file meant by `name_or_path`: an existing file as given, else the shipped
+    config of that name. Neither is a UsageError listing the shipped names."""
+    if os.path.isfile(name_or_path):
+        return name_or_path
+    folder, base = os.path.split(os.path.normpath(name_or_path))
+    stem, ext = os.path.splitext(base)
+    name = stem if ext in YAML_SUFFIXES else base
+    if folder in ("", "configs") and name in shipped_configs():
+        return os.path.join(SHIPPED_DIR, name + ".yaml")
+    close = difflib.get_close_matches(name, shipped_configs(), n=1)
+    hint = f"did you mean '{close[0]}'? " if close else ""
+    raise UsageError(f"config '{name_or_path}' not found: {hint}pass a YAML file such as {example}, "
+                     f"or a shipped config: {', '.join(shipped_configs())}")
 
 
 def check_keys(given: Any, schema: Any, prefix: str = "") -> None:
@@ -38,8 +66,7 @@ def load_structured(schema: type, path: Optional[str], overrides: Optional[list]
     rejecting unknown keys with the nearest known one. `example` names a config for errors."""
     layers = []
     if path is not None:
-        if not os.path.isfile(path):
-            raise UsageError(f"config file '{path}' not found; pass a YAML file such as {example}")
+        path = resolve_config(path, example)
         try:
             layers.append(OmegaConf.load(path))
         except Exception as err:  # yaml errors come in many types

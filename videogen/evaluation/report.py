@@ -1,0 +1,115 @@
+"""Evaluation reports: the printed tables and the per-frame curves as a plot.
+
+Each takes the reports of `metrics.evaluate_video` (one dict per video); plots are written
+atomically (utils/atomic), so an interrupted run keeps the previous output.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from videogen.evaluation.metrics import DRIFT_WINDOW
+from videogen.utils import atomic
+
+
+# Summary rows of the printed table: key, label, format.
+SUMMARY_ROWS = (
+    ("flicker", "flicker score (1 = still)", "{:.4f}"),
+    ("mad", "mean |frame diff| (0-255)", "{:.2f}"),
+    ("warping_error", "warping error (MSE, 0-1)", "{:.5f}"),
+    ("occluded", "occluded share", "{:.3f}"),
+    ("motion_smoothness", "motion smoothness (1 = ideal)", "{:.4f}"),
+    ("dynamic_degree", "dynamic degree", "{:.2f}"),
+    ("flow_magnitude", "mean flow magnitude (px)", "{:.3f}"),
+    ("ssim", "SSIM consecutive", "{:.4f}"),
+    ("psnr", "PSNR consecutive (dB)", "{:.2f}"),
+    ("drift_hist_slope", "histogram drift /100 frames", "{:+.4f}"),
+    ("drift_brightness_slope", "brightness drift /100 frames", "{:+.2f}"),
+    ("clip_score", "CLIP text-frame similarity", "{:.4f}"),
+    ("dino_first", "DINO similarity to first", "{:.4f}"),
+    ("dino_prev", "DINO similarity to previous", "{:.4f}"),
+)
+
+
+def _cell(value, fmt: str) -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def format_table(reports: list[dict]) -> str:
+    """Summary metrics as a table: one row per metric, one column per video."""
+    names = [Path(r["video"]).name[:24] for r in reports]
+    widths = [max(10, len(n)) for n in names]
+    rows = [k for k in SUMMARY_ROWS if any(k[0] in r["summary"] for r in reports)]
+    lines = ["metric".ljust(30) + "  ".join(n.rjust(w) for n, w in zip(names, widths))]
+    for key, label, fmt in rows:
+        cells = [_cell(r["summary"].get(key), fmt).rjust(w) for r, w in zip(reports, widths)]
+        lines.append(label.ljust(30) + "  ".join(cells))
+    return "\n".join(lines)
+
+
+def format_shapes_table(reports: list[dict], rates: dict) -> str:
+    """Per-video shapes check (detected value, or 'ok') and aggregate rates vs the bars."""
+    def mark(row, key, field):
+        return "ok" if row[f"{key}_ok"] else f"{row['detected'][field] or 'none'}!"
+
+    lines = [f"{'video':<20} {'prompt':<42} {'colour':>8} {'shape':>9} {'motion':>15} "
+             f"{'present':>7} {'moving@end':>10} {'colour drift':>12} {'background':>10}"]
+    for r in reports:
+        s = r["shapes"]
+        drift_cell = _cell(s["colour_drift"], "{:.1f}")
+        background = f"{s['background_start']:.0f}->{s['background_end']:.0f}"
+        lines.append(f"{Path(r['video']).name[:20]:<20} {s['prompt'][:42]:<42} {mark(s, 'colour', 'colour'):>8} "
+                     f"{mark(s, 'shape', 'shape'):>9} {mark(s, 'direction', 'motion'):>15} "
+                     f"{s['presence']:>7.2f} {str(s['moving_at_end']):>10} {drift_cell:>12} {background:>10}")
+    bars = rates["bars"]
+    lines.append("")
+    lines.append(f"{'rates':<10} {'videos':>6} " + " ".join(f"{k + ' >=' + format(b, '.2f'):>17}"
+                                                          for k, b in bars.items()) + "  bars")
+    for group in ("all", "held_out", "seen"):
+        g = rates[group]
+        if not g["videos"]:
+            continue
+        cells = " ".join(f"{g[k]:>17.2f}" for k in bars)
+        lines.append(f"{group:<10} {g['videos']:>6} {cells}  {'pass' if g['passes_bars'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+def plot_curves(reports: list[dict], out: str) -> None:
+    """Per-frame curves of one or more videos into one PNG: frame difference, SSIM,
+    flow magnitude and drift."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(4, 1, figsize=(9, 10), sharex=True)
+    panels = (("pair_frame", "mad", "mean |frame t - frame t-1|\n(flicker; 0-255)"),
+              ("pair_frame", "ssim", "SSIM(frame t-1, frame t)"),
+              ("pair_frame", "flow_top", "flow magnitude, top 5%\n(px per frame)"))
+    for r in reports:
+        name, c = Path(r["video"]).name, r["curves"]
+        for ax, (x, y, _) in zip(axes, panels):
+            ax.plot(c[x], c[y], marker=".", label=name)
+        line, = axes[3].plot(c["drift_frame"], c["drift_hist"], marker="o", label=f"{name}: colour histogram")
+        axes[3].plot(c["drift_frame"], np.array(c["drift_brightness"]) / 255, marker="s", linestyle="--",
+                     color=line.get_color(), label=f"{name}: brightness / 255")
+    for ax, (_, _, label) in zip(axes, panels):
+        ax.set_ylabel(label)
+    axes[3].set_ylabel(f"drift vs first {DRIFT_WINDOW} frames")
+    axes[3].set_xlabel("frame")
+    axes[3].legend(fontsize="small")
+    if len(reports) > 1:
+        axes[0].legend(fontsize="small")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    title = Path(reports[0]["video"]).name if len(reports) == 1 else f"{len(reports)} videos"
+    fig.suptitle(f"temporal consistency: {title}")
+    fig.tight_layout()
+    try:
+        with atomic.atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=100)
+    finally:
+        plt.close(fig)
+
