@@ -137,16 +137,16 @@ def test_outputs_get_the_mode_a_plain_write_gives(tiny_model, tmp_path):
 
 
 def test_context_noise_override_reaches_the_sampler(tiny_model, monkeypatch):
-    import videogen.pipelines.pipeline as pipeline_module
+    import videogen.pipelines.stream as stream_module
 
     seen = []
-    real = pipeline_module.stream_latents
+    real = stream_module.StreamingSampler
 
     def recording(*args, **kwargs):
-        seen.append(args[4].context_noise)  # (model, contexts, frames, shape, settings, ...)
+        seen.append(args[3].context_noise)  # (model, ctx, latent shape, settings, ...)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline_module, "stream_latents", recording)
+    monkeypatch.setattr(stream_module, "StreamingSampler", recording)
     pipe = load_pipeline(tiny_model)
     list(pipe("a red circle moving right", 5, steps=1, seed=0))
     list(pipe("a red circle moving right", 5, steps=1, seed=0, context_noise=0.6))

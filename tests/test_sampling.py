@@ -6,7 +6,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
-from videogen.diffusion.sampler import (SamplerSettings, euler_sigmas, latent_index_for_frame, parse_prompt_schedule,
+from videogen.diffusion.sampler import (SamplerSettings, StreamingSampler, euler_sigmas, latent_index_for_frame, parse_prompt_schedule,
                                stream_latents)
 
 C, H, W, TEXT_DIM = 4, 8, 8, 16
@@ -85,3 +85,66 @@ def test_prompt_schedule_parsing():
             parse_prompt_schedule(bad)
     # latent 0 -> pixel 0; latent k -> pixels 4k-3 .. 4k; a switch lands on the first latent starting at or after it
     assert [latent_index_for_frame(f, 4) for f in (0, 1, 4, 5, 120, 121)] == [0, 1, 2, 2, 31, 31]
+
+
+def flat_state(state):
+    return [x for s in state for x in list(vars(s.mixer).values()) + [s.ffn_prev]]
+
+
+def assert_states_close(a, b, tol=1e-5):
+    assert [s.frames for s in a] == [s.frames for s in b]
+    for x, y in zip(flat_state(a), flat_state(b)):
+        assert x.shape == y.shape and (x - y).abs().max().item() <= tol
+
+
+@pytest.mark.parametrize("mixer", ["pom", "attention"])
+def test_priming_reaches_the_state_the_sampler_reaches(mixer):
+    """Committing z_0..z_k through the init path == the sampler's state after producing them,
+    with the same commit noise (design §10), to 1e-5."""
+    model = make_model(mixer)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    settings = SamplerSettings(steps=2, guidance=2.0, context_noise=0.3)
+    with torch.no_grad():
+        ctx = model.encode_text(torch.randn(2, 4, TEXT_DIM))
+    sampler = StreamingSampler(model, ctx, (C, H, W), settings, scheduler, torch.Generator().manual_seed(5))
+    produced = torch.stack([sampler.next() for _ in range(4)], dim=2)
+    replay = torch.Generator().manual_seed(5)  # the sampler draws start noise, then commit noise, per frame
+    commit_noise = []
+    for _ in range(4):
+        torch.randn(1, C, H, W, generator=replay)
+        commit_noise.append(torch.randn(1, C, H, W, generator=replay))
+    primed = StreamingSampler(model, ctx, (C, H, W), settings, scheduler, torch.Generator().manual_seed(0))
+    primed.prime(produced, noise=torch.stack(commit_noise, dim=2))
+    assert_states_close(primed.state, sampler.state)
+    assert primed.frames == sampler.frames == 4
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(primed.ring, sampler.ring))
+
+
+@pytest.mark.parametrize("mixer", ["pom", "attention"])
+def test_recommit_switch_is_bounded_and_keeps_the_ring_constant(mixer):
+    model = make_model(mixer)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    settings = SamplerSettings(steps=1, guidance=1.0)
+    with torch.no_grad():
+        ctx_a, ctx_b = (model.encode_text(torch.randn(1, 3, TEXT_DIM)) for _ in range(2))
+    sampler = StreamingSampler(model, ctx_a, (C, H, W), settings, scheduler, torch.Generator().manual_seed(1), ring=3)
+    for _ in range(2):
+        sampler.next()
+    before = sampler.state
+    sampler.set_context(ctx_a, "recommit")  # the ring holds every frame: re-committing changes nothing
+    assert_states_close(sampler.state, before)
+    for _ in range(4):
+        sampler.next()
+    assert len(sampler.ring) == 3  # constant size
+    sampler.set_context(ctx_b, "recommit")
+    # the state now depends on the last 3 frames only, committed under the new prompt
+    fresh = StreamingSampler(model, ctx_b, (C, H, W), settings, scheduler, torch.Generator())
+    fresh.state = model.init_state(1)
+    for s in fresh.state:
+        s.frames = 3
+    fresh.state = model.prefill(torch.stack(list(sampler.ring), dim=2), torch.full((1, 3), settings.context_noise),
+                                ctx_b, fresh.state)
+    assert_states_close(sampler.state, fresh.state)
+    assert sampler.state[0].frames == 6
+    with pytest.raises(UsageError):
+        sampler.set_context(ctx_b, "blend")

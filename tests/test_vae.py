@@ -6,7 +6,7 @@ import torch
 
 from videogen.models.vae import VAEConfig
 from videogen.errors import UsageError
-from videogen.models.vae import (StreamingDecoder, build_vae, check_video_size, decode_latents,
+from videogen.models.vae import (StreamingDecoder, StreamingEncoder, build_vae, check_video_size, decode_latents,
                           encode_video, frames_to_uint8, latent_frames_for, pixel_frames_for,
                           vae_factors)
 
@@ -131,3 +131,15 @@ def test_onednn_conv3d_is_scoped_and_exact(vae, latents):
                                first_chunk=True)
     assert "_conv_forward" not in vae.decoder.conv_in.__dict__
     assert (fast - reference).abs().max().item() <= 1e-5
+
+
+def test_streaming_encode_equals_full_encode(vae, clip, latents):
+    encoder = StreamingEncoder(vae)
+    chunks = []
+    while encoder.frames_pushed < clip.shape[2]:
+        n = encoder.chunk_size()
+        chunks.append(encoder.push(clip[:, :, encoder.frames_pushed:encoder.frames_pushed + n]))
+    assert [c.shape for c in chunks] == [(1, 4, 8, 8)] * 5
+    assert (torch.stack(chunks, dim=2) - latents).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError):
+        encoder.push(clip[:, :, :1])  # after the first frame it takes 4 at a time

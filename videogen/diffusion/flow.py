@@ -1,4 +1,5 @@
-"""Rectified-flow schedule: noising, targets, training timesteps and sampling sigmas.
+"""Rectified-flow schedule: noising, targets and training timesteps (sampling sigmas come
+from the diffusers scheduler, see diffusion/sampler.py).
 
 Convention: t = 0 is clean data, t = 1 is pure noise.
     x_t = (1 - t) * x_0 + t * eps        v = eps - x_0        x_0 = x_t - t * v
@@ -38,9 +39,3 @@ def sample_train_t(
     u = torch.randn(batch, frames, generator=generator, device=device) * logit_std + logit_mean
     return shift_sigma(torch.sigmoid(u), shift)
 
-
-def sampling_sigmas(steps: int, shift: float) -> torch.Tensor:
-    """Decreasing noise levels from 1 to 0, (steps + 1,), shifted toward high noise."""
-    if steps < 1:
-        raise ValueError("steps must be >= 1")
-    return shift_sigma(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()

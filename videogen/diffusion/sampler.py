@@ -13,7 +13,8 @@ prompt) at a latent-frame boundary, at O(1) cost.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Iterator, Optional, Sequence
 
 import torch
@@ -29,6 +30,9 @@ class SamplingConfig:
     shift: float = 3.0
     context_noise: float = 0.05
     fps: int = 8
+
+
+SWITCH_MODES = ("recommit", "swap")
 
 
 @dataclass
@@ -83,6 +87,88 @@ def guided_velocity(model: PoMVideoDiT, x: torch.Tensor, sigma: torch.Tensor, ct
     return v_u + guidance * (v_c - v_u)
 
 
+class StreamingSampler:
+    """The streaming sampler's state: per-layer states (conditional rows, then unconditional
+    rows when guided), the text context, and a ring buffer of the last `ring` committed
+    latent frames. Everything is a fixed size, so nothing grows with the number of frames.
+
+    `prime` commits given latents (continuation, image-to-video) exactly as `next` commits
+    its own output; `set_context` changes the prompt at the next latent frame, as a plain
+    swap or by re-committing the ring under the new prompt into a fresh state (design §10).
+    Noise is drawn on the CPU from `generator`, so a seed fixes the output on any device.
+    """
+
+    def __init__(self, model: PoMVideoDiT, ctx: TextContext, latent_shape: tuple, settings: SamplerSettings,
+                 scheduler, generator: torch.Generator, batch: int = 1, ring: int = 2):
+        self.model, self.ctx, self.settings, self.generator = model, ctx, settings, generator
+        self.latent_shape, self.batch = tuple(latent_shape), batch
+        self.guided = settings.guidance != 1.0
+        self.state = model.init_state(self._rows(), model.device, model.dtype)
+        self.sigmas = euler_sigmas(scheduler, settings.steps)
+        self.ring = deque(maxlen=ring)  # committed context frames (B, C, H, W), as committed
+        self.frames = 0  # latent frames committed
+
+    def _rows(self) -> int:
+        return 2 * self.batch if self.guided else self.batch
+
+    def _noise(self) -> torch.Tensor:
+        return torch.randn(self.batch, *self.latent_shape, generator=self.generator).to(self.model.device,
+                                                                                         self.model.dtype)
+
+    def renoise(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """A clean latent frame (B, C, H, W) at the context noise level, as it is committed."""
+        c = self.settings.context_noise
+        return (1 - c) * x + c * (self._noise() if noise is None else noise)
+
+    def _commit(self, frames: list, state: list) -> list:
+        """Fold context frames [(B, C, H, W)] into `state` in one pass; returns the new state."""
+        x = torch.stack(frames, dim=2)
+        if self.guided:
+            x = torch.cat([x, x])
+        t = torch.full(x.shape[:1] + x.shape[2:3], self.settings.context_noise, device=x.device, dtype=x.dtype)
+        return self.model.prefill(x, t, self.ctx, state)
+
+    @torch.no_grad()
+    def prime(self, latents: torch.Tensor, noise: Optional[torch.Tensor] = None) -> None:
+        """Commit given clean latents (B, C, F, H, W) as context, as `next` commits its own
+        output; `noise` (B, C, F, H, W) replaces the drawn commit noise (tests)."""
+        frames = [self.renoise(latents[:, :, f], None if noise is None else noise[:, :, f])
+                  for f in range(latents.shape[2])]
+        self.state = self._commit(frames, self.state)
+        self.ring.extend(frames)
+        self.frames += len(frames)
+
+    @torch.no_grad()
+    def next(self) -> torch.Tensor:
+        """Denoise the next latent frame, commit it, and return it clean, (B, C, H, W)."""
+        x = self._noise()
+        for i in range(self.settings.steps):
+            v = guided_velocity(self.model, x, self.sigmas[i], self.ctx, self.state, self.settings.guidance)
+            x = x + (self.sigmas[i + 1] - self.sigmas[i]).item() * v
+        frame = self.renoise(x)
+        self.state = self._commit([frame], self.state)
+        self.ring.append(frame)
+        self.frames += 1
+        return x
+
+    @torch.no_grad()
+    def set_context(self, ctx: TextContext, mode: str = "recommit") -> None:
+        """The prompt from the next latent frame on. `swap`: only the text context changes
+        (O(1)); the state keeps every frame committed under the old prompt, whose λ = 1
+        channels hold it for long. `recommit`: a fresh state, into which the ring's frames
+        are re-committed under the new prompt, so position and motion carry over and the
+        old prompt's long-term average does not (O(ring)). Frame indices go on counting."""
+        if mode not in SWITCH_MODES:
+            raise UsageError(f"unknown switch mode '{mode}': use {' or '.join(SWITCH_MODES)}")
+        self.ctx = ctx
+        if mode == "swap" or not self.ring:
+            return
+        fresh = self.model.init_state(self._rows(), self.model.device, self.model.dtype)
+        for block_state in fresh:
+            block_state.frames = self.frames - len(self.ring)
+        self.state = self._commit(list(self.ring), fresh)
+
+
 def stream_latents(
     model: PoMVideoDiT,
     contexts: Sequence,
@@ -92,32 +178,17 @@ def stream_latents(
     scheduler,
     generator: torch.Generator,
     batch: int = 1,
+    switch: str = "swap",
 ) -> Iterator[torch.Tensor]:
     """Yield clean latent frames (B, C, H, W) one by one.
 
     `contexts` is a list of (first latent frame, TextContext) sorted by frame; with guidance
-    each TextContext holds the conditional rows then the unconditional rows (2B).
-    Noise is drawn on the CPU from `generator`, so a seed fixes the output on any device.
+    each TextContext holds the conditional rows then the unconditional rows (2B). Each later
+    context comes in by `switch` (see `StreamingSampler.set_context`).
     """
-    device, dtype = model.device, model.dtype
-    guided = settings.guidance != 1.0
-    state = model.init_state(2 * batch if guided else batch, device, dtype)
-    sigmas = euler_sigmas(scheduler, settings.steps)
-    ctx_noise = torch.tensor(settings.context_noise)
     schedule = list(contexts)
-    ctx = schedule.pop(0)[1]
+    sampler = StreamingSampler(model, schedule.pop(0)[1], latent_shape, settings, scheduler, generator, batch)
     for f in range(num_latent_frames):
         while schedule and schedule[0][0] <= f:
-            ctx = schedule.pop(0)[1]
-        x = torch.randn(batch, *latent_shape, generator=generator).to(device, dtype)
-        with torch.no_grad():
-            for i in range(settings.steps):
-                v = guided_velocity(model, x, sigmas[i], ctx, state, settings.guidance)
-                x = x + (sigmas[i + 1] - sigmas[i]).item() * v
-            noise = torch.randn(batch, *latent_shape, generator=generator).to(device, dtype)
-            context_frame = (1 - ctx_noise) * x + ctx_noise * noise
-            if guided:
-                context_frame = torch.cat([context_frame, context_frame])
-            state = model.commit(context_frame, ctx_noise.expand(context_frame.shape[0]), ctx, state)
-        yield x
-
+            sampler.set_context(schedule.pop(0)[1], switch)
+        yield sampler.next()

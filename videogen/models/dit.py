@@ -121,14 +121,16 @@ class MixFFN(nn.Module):
         return self.fc2(F.gelu(self._mix(h.flatten(0, 1), h_prev.flatten(0, 1), grid).view_as(h)))
 
     @staticmethod
-    def _previous(h: torch.Tensor) -> torch.Tensor:
-        """Each frame's previous frame along dim 1; frame 0 sees zeros."""
-        return torch.cat([torch.zeros_like(h[:, :1]), h[:, :-1]], dim=1)
+    def _previous(h: torch.Tensor, before: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Each frame's previous frame along dim 1; frame 0 sees `before` (B, T, hidden), or zeros."""
+        first = torch.zeros_like(h[:, :1]) if before is None else before.unsqueeze(1)
+        return torch.cat([first, h[:, :-1]], dim=1)
 
-    def forward(self, x: torch.Tensor, grid: tuple) -> torch.Tensor:
-        """Parallel over frames. x (B, F, T, D) -> (B, F, T, D)."""
+    def forward(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor] = None) -> tuple:
+        """Parallel over frames, after the frame whose hidden map is `h_prev` (None: none).
+        x (B, F, T, D) -> (out (B, F, T, D), the last frame's hidden map (B, T, hidden))."""
         h = self.fc1(x)
-        return self._frames(h, self._previous(h), grid)
+        return self._frames(h, self._previous(h, h_prev), grid), h[:, -1]
 
     def forward_pair(self, ctx: torch.Tensor, cur: torch.Tensor, grid: tuple) -> tuple:
         """Teacher forcing: the cur stream's tap reads the ctx stream's previous frame, as a
@@ -136,13 +138,6 @@ class MixFFN(nn.Module):
         h_ctx = self.fc1(ctx)
         h_prev = self._previous(h_ctx)
         return self._frames(h_ctx, h_prev, grid), self._frames(self.fc1(cur), h_prev, grid)
-
-    def step(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor]):
-        """One frame. x (B, T, D) -> (out (B, T, D), this frame's hidden map for the state)."""
-        h = self.fc1(x)
-        if h_prev is None:
-            h_prev = torch.zeros_like(h)
-        return self.fc2(F.gelu(self._mix(h, h_prev, grid))), h
 
 
 @dataclass
@@ -173,14 +168,20 @@ class DiTBlock(nn.Module):
         self.ffn = MixFFN(dim, ffn_mult, conv=(ffn == "mix"), temporal_tap=temporal_tap)
         self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple) -> torch.Tensor:
-        """Parallel. x (B, F, T, D), cond (B, F, D) -> (B, F, T, D)."""
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple,
+                state: Optional[BlockState] = None) -> tuple:
+        """Block-causal over frames after `state` (None: nothing before x); training, one
+        streamed frame and prefill are all this call. x (B, F, T, D), cond (B, F, D) ->
+        (x (B, F, T, D), the BlockState with every frame of x committed)."""
         B, Fr, T, D = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).unsqueeze(2).chunk(6, dim=-1)
         y = modulate(self.norm1(x), shift1, scale1).reshape(B, Fr * T, D)
-        x = x + gate1 * self.self_mixer.block_causal(y, Fr).view(B, Fr, T, D)
+        y, mixer_state = self.self_mixer.block_causal(y, Fr, None if state is None else state.mixer)
+        x = x + gate1 * y.view(B, Fr, T, D)
         x = x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), _bcast(ctx)).view(B, Fr, T, D)
-        return x + gate2 * self.ffn(modulate(self.norm2(x), shift2, scale2), grid)
+        y, h_last = self.ffn(modulate(self.norm2(x), shift2, scale2), grid, None if state is None else state.ffn_prev)
+        done = 0 if state is None else state.frames
+        return x + gate2 * y, BlockState(mixer=mixer_state, ffn_prev=h_last, frames=done + Fr)
 
     def forward_pair(self, xc: torch.Tensor, xn: torch.Tensor, cond_c: torch.Tensor, cond_n: torch.Tensor,
                      ctx, grid: tuple) -> tuple:
@@ -195,16 +196,6 @@ class DiTBlock(nn.Module):
               for x in xs]
         ys = self.ffn.forward_pair(*[modulate(self.norm2(x), m[3], m[4]) for x, m in zip(xs, mods)], grid)
         return tuple(x + m[5] * y for x, m, y in zip(xs, mods, ys))
-
-    def step(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple, state: BlockState, commit: bool):
-        """One frame. x (B, T, D), cond (B, D) -> (x, new BlockState if commit else None)."""
-        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).unsqueeze(1).chunk(6, dim=-1)
-        y, mixer_state = self.self_mixer.step(modulate(self.norm1(x), shift1, scale1), state.mixer, commit)
-        x = x + gate1 * y
-        x = x + self.cross_mixer.read(self.norm_cross(x), _bcast(ctx))
-        y, h = self.ffn.step(modulate(self.norm2(x), shift2, scale2), grid, state.ffn_prev)
-        x = x + gate2 * y
-        return x, (BlockState(mixer=mixer_state, ffn_prev=h, frames=state.frames + 1) if commit else None)
 
 
 def _bcast(ctx):
@@ -234,7 +225,7 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
     K frames are told apart from each other and from all later frames, which share one.
     """
 
-    _supports_gradient_checkpointing = False
+    _supports_gradient_checkpointing = True  # diffusers' enable_gradient_checkpointing(): per block
 
     @register_to_config
     def __init__(
@@ -269,6 +260,7 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
             for _ in range(depth)
         )
         self.final = FinalLayer(dim, out_channels * p * p)
+        self.gradient_checkpointing = False  # set by diffusers' enable_gradient_checkpointing()
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -342,13 +334,28 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         return self.forward_with_context(latents, t, self.encode_text(text, text_mask))
 
     def forward_with_context(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext) -> torch.Tensor:
+        return self._run(latents, t, ctx)[0]
+
+    def _checkpointing(self) -> bool:
+        return self.gradient_checkpointing and torch.is_grad_enabled()
+
+    def _run(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: Optional[list] = None) -> tuple:
+        """Every frame of latents, block-causal after `state` (None: from the start).
+        latents (B, C, F, H, W), t (B, F) -> (velocity (B, C, F, H, W), state with them committed)."""
         grid = self._grid(*latents.shape[-2:])
         x = self._embed(latents)
-        frames = torch.arange(latents.shape[2], device=latents.device)
+        first = 0 if state is None else state[0].frames
+        frames = torch.arange(first, first + latents.shape[2], device=latents.device)
         cond = self.t_embed(t) + ctx.pooled.unsqueeze(1) + self._positions(frames)  # (B, F, D)
-        for block, block_ctx in zip(self.blocks, ctx.layers):
-            x = block(x, cond, block_ctx, grid)
-        return self._unembed(self.final(x, cond), grid).to(latents.dtype)
+        new_state = []
+        for i, (block, block_ctx) in enumerate(zip(self.blocks, ctx.layers)):
+            args = (x, cond, block_ctx, grid, None if state is None else state[i])
+            if self._checkpointing():  # recompute the block in backward instead of keeping its activations
+                x, s = self._gradient_checkpointing_func(block, *args)
+            else:
+                x, s = block(*args)
+            new_state.append(s)
+        return self._unembed(self.final(x, cond), grid).to(latents.dtype), new_state
 
     def forward_teacher(self, context: torch.Tensor, t_context: torch.Tensor, latents: torch.Tensor,
                         t: torch.Tensor, text: torch.Tensor, text_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -363,7 +370,10 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         cond_c = self.t_embed(t_context) + ctx.pooled.unsqueeze(1) + pos
         cond_n = self.t_embed(t) + ctx.pooled.unsqueeze(1) + pos
         for block, block_ctx in zip(self.blocks, ctx.layers):
-            xc, xn = block.forward_pair(xc, xn, cond_c, cond_n, block_ctx, grid)
+            if self._checkpointing():
+                xc, xn = self._gradient_checkpointing_func(block.forward_pair, xc, xn, cond_c, cond_n, block_ctx, grid)
+            else:
+                xc, xn = block.forward_pair(xc, xn, cond_c, cond_n, block_ctx, grid)
         return self._unembed(self.final(xn, cond_n), grid).to(latents.dtype)
 
     # ---------------------------------------------------------------------- streaming
@@ -374,25 +384,19 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         return [BlockState(mixer=b.self_mixer.init_state(batch_size, device, dtype), ffn_prev=None)
                 for b in self.blocks]
 
-    def _frame(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list, commit: bool):
-        grid = self._grid(*latent.shape[-2:])
-        x = self._embed(latent.unsqueeze(2))[:, 0]  # (B, T, D)
-        index = torch.tensor(state[0].frames, device=latent.device)
-        cond = self.t_embed(t) + ctx.pooled + self._positions(index)  # (B, D)
-        new_state = []
-        for block, block_ctx, block_state in zip(self.blocks, ctx.layers, state):
-            x, s = block.step(x, cond, block_ctx, grid, block_state, commit)
-            new_state.append(s)
-        out = self._unembed(self.final(x, cond).unsqueeze(1), grid)[:, :, 0]
-        return out.to(latent.dtype), new_state
-
     def step(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list) -> torch.Tensor:
         """Velocity of the next frame given the committed past. latent (B, C, H, W), t (B,)."""
-        return self._frame(latent, t, ctx, state, commit=False)[0]
+        return self._run(latent.unsqueeze(2), t.unsqueeze(1), ctx, state)[0][:, :, 0]
 
     def commit(self, latent: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list) -> list:
         """Fold a finished frame (seen at noise level t) into the state; returns the new state."""
-        return self._frame(latent, t, ctx, state, commit=True)[1]
+        return self._run(latent.unsqueeze(2), t.unsqueeze(1), ctx, state)[1]
+
+    def prefill(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: list) -> list:
+        """Commit several frames in one parallel pass: the state that committing them one by
+        one reaches (continuation, image-to-video, a prompt switch's re-commit).
+        latents (B, C, F, H, W), t (B, F) -> the new state."""
+        return self._run(latents, t, ctx, state)[1]
 
 
 def with_frame_positions(model: PoMVideoDiT, frame_positions: int) -> PoMVideoDiT:

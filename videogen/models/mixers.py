@@ -13,7 +13,8 @@ Block-causal over frames (video), with a learned per-channel decay lambda in (0,
 where S_g and c_g are frame g's feature sum and token count. Parallel form: per-frame
 sums, then a scan over frames (A_f = lambda A_(f-1) + S_f), never an N x N mask, so
 training is O(N). Streaming form: the state is (A, N), two (B, C) tensors per layer, whatever the
-video length. `step` mixes one frame with the state; `commit` folds a finished frame in.
+video length. Every mode has one signature, `block_causal(x, frames, initial_state) -> (out,
+final_state)`: training from no state, `step` (one frame), prefill (several frames into a state).
 
 Shapes: B batch, F frames, T tokens per frame, N = F*T tokens, L text length,
 D width, C = degree * expand * D state width.
@@ -61,7 +62,8 @@ def _init_decay_rates(channels: int) -> torch.Tensor:
 class PoM(nn.Module):
     """Polynomial Mixer of degree k and expansion E.
 
-    Self-mixing: `block_causal(x, frames)` (training) and `init_state/step` (streaming).
+    Self-mixing: `block_causal(x, frames, initial_state) -> (out, final_state)` for training,
+    streaming (`step`: one frame) and prefill alike; `block_causal_reference` is its readable loop.
     Cross-mixing (queries attend to another sequence, e.g. text): `context(x, mask)`
     once per prompt, then `read(q, ctx)`; `forward(q, x, mask)` does both.
     """
@@ -124,10 +126,14 @@ class PoM(nn.Module):
         return self.read(q, agg.unsqueeze(1))
 
     # ------------------------------------------------------------------ block-causal
-    def block_causal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
-        """Self-PoM where each frame sees its own and earlier frames, in O(N).
+    def block_causal(self, x: torch.Tensor, frames: int, initial_state: Optional[PoMState] = None) -> tuple:
+        """Self-PoM where each frame sees its own and earlier frames, in O(N), after the
+        frames already folded into `initial_state` (None: nothing before x).
 
-        x (B, N, D) with N = frames * T, tokens frame-major -> (B, N, D).
+        x (B, N, D) with N = frames * T, tokens frame-major -> (out (B, N, D), final_state),
+        the state with every frame of x folded in. One signature for every mode (as FLA's
+        layers): training is one call from None, streaming one frame per call, prefill
+        (continuation) several frames into a state in one call.
         """
         B, N, _ = x.shape
         T = N // frames
@@ -136,10 +142,27 @@ class PoM(nn.Module):
         per_chunk = max(1, CHUNK_TOKENS // T)
         x_chunks = x.view(B, frames, T, self.dim).split(per_chunk, dim=1)
         sums = torch.cat([self.feature_sum(xc, dim=2) for xc in x_chunks], dim=1)  # (B, F, C)
-        acc_sums, acc_counts = self._running_sums(sums, T)
+        acc_sums, acc_counts = self._running_sums(sums, T, initial_state)
         agg = acc_sums / acc_counts
         out = [self.read(xc, ac.unsqueeze(2)) for xc, ac in zip(x_chunks, agg.split(per_chunk, dim=1))]
-        return torch.cat(out, dim=1).view(B, N, self.dim)
+        final = PoMState(sums=acc_sums[:, -1], counts=acc_counts[:, -1].expand(B, self.state_dim))
+        return torch.cat(out, dim=1).view(B, N, self.dim), final
+
+    def block_causal_reference(self, x: torch.Tensor, frames: int,
+                               initial_state: Optional[PoMState] = None) -> tuple:
+        """The readable recurrence `block_causal` computes, frame by frame, h materialised:
+        A <- lambda A + S_f, N <- lambda N + c_f, frame f reads A / N. Same in and out."""
+        B, N, _ = x.shape
+        T = N // frames
+        state = initial_state or self.init_state(B, x.device, x.dtype)
+        lam = self.decays()
+        lam = torch.ones((), dtype=x.dtype, device=x.device) if lam is None else lam.to(x.dtype)
+        sums, counts, outs = state.sums, state.counts, []
+        for xf in x.view(B, frames, T, self.dim).unbind(dim=1):
+            sums = lam * sums + self.features(xf).sum(dim=1)
+            counts = lam * counts + T
+            outs.append(self.read(xf, (sums / counts).unsqueeze(1)))
+        return torch.cat(outs, dim=1), PoMState(sums=sums, counts=counts)
 
     def block_causal_pair(self, ctx: torch.Tensor, cur: torch.Tensor, frames: int) -> tuple:
         """Teacher forcing in one parallel pass: the `ctx` stream (the frames as they are
@@ -153,7 +176,7 @@ class PoM(nn.Module):
         s_cur = self.feature_sum(cur.view(B, frames, T, self.dim), dim=2)
         acc_sums, acc_counts = self._running_sums(s_ctx, T)  # the committed state after each frame
         past_sums = torch.cat([torch.zeros_like(acc_sums[:, :1]), acc_sums[:, :-1]], dim=1)
-        past_counts = torch.cat([torch.zeros_like(acc_counts[:1]), acc_counts[:-1]], dim=0)
+        past_counts = torch.cat([torch.zeros_like(acc_counts[:, :1]), acc_counts[:, :-1]], dim=1)
         lam = self.decays()
         if lam is not None:  # as `step`: the past decays once more before the frame joins it
             lam = lam.to(s_ctx.dtype)
@@ -163,61 +186,50 @@ class PoM(nn.Module):
         out_cur = self.read(cur.view(B, frames, T, self.dim), agg_cur.unsqueeze(2))
         return out_ctx.view(B, N, self.dim), out_cur.view(B, N, self.dim)
 
-    def _running_sums(self, sums: torch.Tensor, tokens: int) -> tuple:
-        """The state (A_f, N_f) after each frame: decayed feature sums (B, F, C) and token
-        counts (F, C) (F, 1 without decay), by a scan over frames (a cumsum without decay).
+    def _running_sums(self, sums: torch.Tensor, tokens: int, initial_state: Optional[PoMState] = None) -> tuple:
+        """The state (A_f, N_f) after each frame, from `initial_state` (None: empty): decayed
+        feature sums (B, F, C) and token counts broadcastable to them ((1 or B), F, (1 or C)),
+        by a scan over frames (a cumsum without decay).
 
         A scan is O(F C); the (F, F, C) lower-triangular weight tensor it replaces cost
         O(F^2 C) and took 14% of a forward+backward at 64 frames (141 of ~1000 ms).
         """
         frames = sums.shape[1]
         if self.decay_rate is None:
-            counts = tokens * torch.arange(1, frames + 1, device=sums.device, dtype=sums.dtype)
-            return sums.cumsum(dim=1), counts[:, None]
+            counts = tokens * torch.arange(1, frames + 1, device=sums.device, dtype=sums.dtype)[None, :, None]
+            if initial_state is None:
+                return sums.cumsum(dim=1), counts
+            return initial_state.sums[:, None] + sums.cumsum(dim=1), initial_state.counts[:, None] + counts
         lam = self.decays().to(sums.dtype)
-        acc_sums, acc_counts = torch.zeros_like(sums[:, 0]), torch.zeros_like(lam)
+        if initial_state is None:
+            acc_sums, acc_counts = torch.zeros_like(sums[:, 0]), torch.zeros_like(lam)[None]
+        else:
+            acc_sums, acc_counts = initial_state.sums, initial_state.counts
         all_sums, all_counts = [], []
         for f in range(frames):
             acc_sums = lam * acc_sums + sums[:, f]
             acc_counts = lam * acc_counts + tokens
             all_sums.append(acc_sums)
             all_counts.append(acc_counts)
-        return torch.stack(all_sums, dim=1), torch.stack(all_counts, dim=0)
+        return torch.stack(all_sums, dim=1), torch.stack(all_counts, dim=1)
 
     # --------------------------------------------------------------------- streaming
     def init_state(self, batch: int, device=None, dtype=None) -> PoMState:
         zeros = torch.zeros(batch, self.state_dim, device=device, dtype=dtype)
         return PoMState(sums=zeros, counts=zeros.clone())
 
-    def step(self, x: torch.Tensor, state: PoMState, commit: bool = False):
-        """Mix one frame's tokens with the past. x (B, T, D) -> (out (B, T, D), new state | None).
-
-        The frame's own sums join the decayed past exactly as in `block_causal`; with
-        `commit` the returned state has the frame folded in for the frames after it.
-        """
-        T = x.shape[1]
-        sums = self.feature_sum(x, dim=1)  # (B, C)
-        lam = self.decays()
-        if lam is not None:
-            lam = lam.to(x.dtype)
-            past_sums, past_counts = lam * state.sums, lam * state.counts
-        else:
-            past_sums, past_counts = state.sums, state.counts
-        new = PoMState(sums=past_sums + sums, counts=past_counts + T)
-        out = self.read(x, (new.sums / new.counts).unsqueeze(1))
-        return out, (new if commit else None)
-
-    def commit(self, x: torch.Tensor, state: PoMState) -> PoMState:
-        """Fold a finished frame x (B, T, D) into the state (the DiT gets output and state
-        from one `step(..., commit=True)` pass instead)."""
-        return self.step(x, state, commit=True)[1]
+    def step(self, x: torch.Tensor, state: PoMState) -> tuple:
+        """One frame with the past: `block_causal` of a single frame from `state`.
+        x (B, T, D) -> (out (B, T, D), the state with this frame folded in)."""
+        return self.block_causal(x, 1, state)
 
 
 class Attention(nn.Module):
     """Multi-head SDPA attention with the PoM API: the baseline every benchmark compares against.
 
-    Same roles as `PoM`: `block_causal` (parallel, dense block-causal mask), `init_state/step`
-    (KV cache, which grows with the video), `context/read/forward` (cross-attention).
+    Same roles as `PoM`: `block_causal(x, frames, initial_state) -> (out, final_state)` (dense
+    block-causal mask; the state is the KV cache, which grows with the video), `init_state/step`,
+    `context/read/forward` (cross-attention).
     """
 
     def __init__(self, dim: int, heads: int = 4, *, context_dim: Optional[int] = None):
@@ -257,13 +269,19 @@ class Attention(nn.Module):
     def forward(self, q, x=None, mask=None):
         return self.read(q, self.context(q if x is None else x, mask))
 
-    def block_causal(self, x: torch.Tensor, frames: int) -> torch.Tensor:
+    def block_causal(self, x: torch.Tensor, frames: int, initial_state: Optional[KVState] = None) -> tuple:
+        """Block-causal attention after the keys cached in `initial_state` (None: none).
+        x (B, N, D) -> (out (B, N, D), the KV cache with x's keys appended)."""
         N = x.shape[1]
         frame_of = torch.arange(N, device=x.device) // (N // frames)
         mask = frame_of[:, None] >= frame_of[None, :]  # (N, N): the dense mask PoM avoids
         k, v = self._kv(x)
+        if initial_state is not None and initial_state.k is not None:
+            k, v = torch.cat([initial_state.k, k], dim=2), torch.cat([initial_state.v, v], dim=2)
+            past = initial_state.k.shape[2]
+            mask = torch.cat([mask.new_ones(N, past), mask], dim=1)  # the cached past is all visible
         out = F.scaled_dot_product_attention(self._split(self.q(x)), k, v, attn_mask=mask)
-        return self._merge(out)
+        return self._merge(out), KVState(k=k, v=v)
 
     def block_causal_pair(self, ctx: torch.Tensor, cur: torch.Tensor, frames: int) -> tuple:
         """Teacher forcing (see `PoM.block_causal_pair`): one pass over [ctx; cur] with a
@@ -283,15 +301,9 @@ class Attention(nn.Module):
     def init_state(self, batch: int, device=None, dtype=None) -> KVState:
         return KVState(k=None, v=None)
 
-    def step(self, x: torch.Tensor, state: KVState, commit: bool = False):
-        k, v = self._kv(x)
-        if state.k is not None:
-            k, v = torch.cat([state.k, k], dim=2), torch.cat([state.v, v], dim=2)
-        out = self._merge(F.scaled_dot_product_attention(self._split(self.q(x)), k, v))
-        return out, (KVState(k=k, v=v) if commit else None)
-
-    def commit(self, x: torch.Tensor, state: KVState) -> KVState:
-        return self.step(x, state, commit=True)[1]
+    def step(self, x: torch.Tensor, state: KVState) -> tuple:
+        """One frame: `block_causal` of a single frame from `state`."""
+        return self.block_causal(x, 1, state)
 
 
 def make_mixer(kind: str, dim: int, *, degree: int = 2, expand: int = 2, heads: int = 4,

@@ -24,7 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import patchify, unpatchify
 
 from videogen.errors import UsageError
 
@@ -243,6 +243,40 @@ class StreamingDecoder:
             out = unpatchify(out, patch_size=vae.config.patch_size)
         self.frames_pushed += 1
         return torch.clamp(out, min=-1.0, max=1.0)
+
+
+class StreamingEncoder:
+    """Encode a clip chunk by chunk, carrying the encoder's causal-conv cache: the first
+    frame alone, then `temporal` frames at a time, one latent frame per chunk, as
+    `AutoencoderKLWan._encode` reads them. Same latents as `encode_video` (posterior mean)
+    while holding only a constant-size cache, so memory does not grow with the clip.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan):
+        self.vae = vae
+        self.temporal = vae_factors(vae)[0]
+        self._cache = [None] * vae._cached_conv_counts["encoder"]
+        self.frames_pushed = 0
+
+    def chunk_size(self) -> int:
+        """How many pixel frames the next `push` takes: 1 for the first, then `temporal`."""
+        return 1 if self.frames_pushed == 0 else self.temporal
+
+    @torch.no_grad()
+    def push(self, chunk: torch.Tensor) -> torch.Tensor:
+        """chunk (B, 3, chunk_size(), H, W) in [-1, 1] -> normalised latent frame (B, z, h, w)."""
+        vae = self.vae
+        if chunk.shape[2] != self.chunk_size():
+            raise ValueError(f"the encoder takes {self.chunk_size()} frames now, not {chunk.shape[2]}")
+        x = chunk.to(device=vae.device, dtype=vae.dtype)
+        if vae.config.patch_size is not None:
+            x = patchify(x, patch_size=vae.config.patch_size)
+        with _onednn_conv3d(vae.encoder):
+            out = vae.encoder(x, feat_cache=self._cache, feat_idx=[0])
+        mean = vae.quant_conv(out).chunk(2, dim=1)[0]  # the posterior's mean; its log-variance is unused
+        self.frames_pushed += chunk.shape[2]
+        latent_mean, latent_std = _latent_stats(vae, mean)
+        return ((mean - latent_mean) / latent_std)[:, :, 0]
 
 
 def frames_to_uint8(video: torch.Tensor) -> np.ndarray:

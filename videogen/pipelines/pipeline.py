@@ -15,7 +15,7 @@ import signal
 import tempfile
 import threading
 from dataclasses import asdict
-from typing import Iterator, Optional
+from typing import Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -24,7 +24,8 @@ from diffusers.utils import logging as diffusers_logging
 
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
-from videogen.diffusion.sampler import SamplerSettings, latent_index_for_frame, parse_prompt_schedule, stream_latents
+from videogen.diffusion.sampler import SWITCH_MODES, parse_prompt_schedule
+from videogen.pipelines.stream import DEFAULT_RING, DEFAULT_SWITCH, StreamSession
 from videogen.data.video_io import default_mode
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -57,43 +58,35 @@ class VideoGenPipeline(DiffusionPipeline):
             return self.transformer.encode_text(emb.to(self.transformer.dtype), mask)
 
     # -------------------------------------------------------------------------- frames
+    def stream(self, prompt: str, num_frames: Optional[int] = None, **kwargs) -> StreamSession:
+        """A streaming session: iterate it for frames; `set_prompt(text)` takes effect at the
+        next latent frame. Keywords as `StreamSession` (init_frames, seed, switch, ...)."""
+        return StreamSession(self, prompt, num_frames, **kwargs)
+
     @torch.no_grad()
     def __call__(self, prompt: str, num_frames: int = 240, *, steps: Optional[int] = None,
                  guidance: Optional[float] = None, context_noise: Optional[float] = None, seed: int = 0,
                  prompt_schedule: Optional[str] = None, height: Optional[int] = None,
-                 width: Optional[int] = None) -> Iterator[np.ndarray]:
-        """Yield `num_frames` RGB frames (H, W, 3) uint8, each as soon as it is decoded.
+                 width: Optional[int] = None, init_frames: Optional[Iterable] = None,
+                 include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
+                 recommit_frames: int = DEFAULT_RING) -> Iterator[np.ndarray]:
+        """Yield RGB frames (H, W, 3) uint8, each as soon as it is decoded: the given
+        `init_frames` (any iterable of (H, W, 3) uint8; see `StreamSession`) unless
+        `include_init_frames` is False, then `num_frames` new frames.
 
         steps, guidance and context_noise default to the pipeline's own (model_index.json).
+        A `prompt_schedule` ('0:a red circle;120:a blue square') counts new frames; each
+        change comes in by `switch` ('recommit' or 'swap').
         """
-        from videogen.models.vae import StreamingDecoder, check_video_size, frames_to_uint8, latent_frames_for, vae_factors
-
-        if num_frames < 1:
-            raise UsageError(f"--frames must be at least 1, not {num_frames}")
-        height, width = height or self.config.height, width or self.config.width
-        check_video_size(self.vae, height, width, patch_size=self.transformer.config.patch_size)
-        settings = SamplerSettings(steps=steps or self.config.steps,
-                                   guidance=self.config.guidance if guidance is None else guidance,
-                                   context_noise=self.config.context_noise if context_noise is None else context_noise)
-        if settings.steps < 1:
-            raise UsageError(f"--steps must be at least 1, not {settings.steps}")
-        if not 0 <= settings.context_noise < 1:
-            raise UsageError(f"--context-noise must be in [0, 1), not {settings.context_noise}")
-        temporal, spatial = vae_factors(self.vae)
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
-        guided = settings.guidance != 1.0
-        contexts = [(latent_index_for_frame(f, temporal), self.encode(p, guided)) for f, p in schedule]
-        latent_shape = (self.transformer.config.in_channels, height // spatial, width // spatial)
-        latents = stream_latents(self.transformer, contexts, latent_frames_for(num_frames, temporal), latent_shape,
-                                 settings, self.scheduler, torch.Generator().manual_seed(seed))
-        decoder = StreamingDecoder(self.vae)
-        emitted = 0
-        for latent in latents:
-            pixels = decoder.push(latent.to(self.vae.dtype))
-            for frame in frames_to_uint8(pixels)[0]:
-                if emitted < num_frames:
-                    emitted += 1
-                    yield frame
+        session = self.stream(schedule.pop(0)[1], num_frames, init_frames=init_frames,
+                              include_init=include_init_frames, seed=seed, steps=steps, guidance=guidance,
+                              context_noise=context_noise, switch=switch, ring=recommit_frames, height=height,
+                              width=width)
+        for frame in session:
+            yield frame
+            while schedule and schedule[0][0] <= session.generated:
+                session.set_prompt(schedule.pop(0)[1])
 
 
 # ------------------------------------------------------------------------- components
@@ -209,8 +202,11 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                      context_noise: Optional[float] = None, seed: int = 0, fps: Optional[int] = None,
                      prompt_schedule: Optional[str] = None, crf: int = 18,
                      device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
-                     progress: bool = True) -> str:
-    """`videogen generate`: stream frames from the pipeline into an MP4 or GIF.
+                     progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
+                     include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
+                     recommit_frames: int = DEFAULT_RING) -> str:
+    """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
+    frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
     The file appears at `output` only when complete (temporary name, then rename).
     """
@@ -241,7 +237,12 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         raise UsageError(f"--fps must be at least 1, not {fps}")
     if prompt_schedule:
         parse_prompt_schedule(prompt_schedule)
+    if switch not in SWITCH_MODES:
+        raise UsageError(f"unknown --switch '{switch}': use {' or '.join(SWITCH_MODES)}")
+    if recommit_frames < 1:
+        raise UsageError(f"--recommit-frames must be at least 1, not {recommit_frames}")
     resolve_device_dtype(device, dtype)
+    init_frames = open_init_frames(init_video, init_image)
     if threads is not None:
         if threads < 1:
             raise UsageError(f"--threads must be at least 1, not {threads}")
@@ -250,13 +251,28 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         pipe = load_pipeline(model, device, dtype)
         writer.fps = fps or pipe.config.fps
         frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
-                           seed=seed, prompt_schedule=prompt_schedule)
-        bar = tqdm(frames_iter, total=frames, unit="frame", desc="generating", disable=not progress)
+                           seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
+                           include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames)
+        bar = tqdm(frames_iter, total=None if init_frames is not None else frames, unit="frame",
+                   desc="generating", disable=not progress)
         with interrupt_between_frames() as check:
             for frame in bar:
                 writer.write(frame)
                 check()
     return output
+
+
+def open_init_frames(init_video: Optional[str], init_image: Optional[str]) -> Optional[Iterable]:
+    """The given frames of `--init-video` (decoded lazily) or `--init-image`, checked now."""
+    from videogen.pipelines.init_frames import open_init_video, read_init_image
+
+    if init_video and init_image:
+        raise UsageError("give --init-video or --init-image, not both")
+    if init_video:
+        return open_init_video(init_video)
+    if init_image:
+        return [read_init_image(init_image)]
+    return None
 
 
 @contextlib.contextmanager

@@ -1,0 +1,173 @@
+"""Continuation, image-to-video and live steering on a tiny model (design §10, issue 19)."""
+
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from videogen.cli import main
+from videogen.data.shapes import render_clip
+from videogen.data.video_io import open_writer, read_video
+from videogen.errors import UsageError
+from videogen.pipelines.pipeline import load_pipeline
+from videogen.training.components import init_pipeline
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = os.path.join(REPO, "configs", "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("models") / "tiny")
+    init_pipeline(path, config=TINY, seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    """A fresh DiT's AdaLN-zero branches are closed (its output ignores the prompt): open them."""
+    pipe = load_pipeline(tiny_model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return pipe
+
+
+def clip(frames, size=32, seed=0):
+    return render_clip("red", "circle", "moving right", frames=frames, size=size, rng=np.random.default_rng(seed))
+
+
+def test_continuation_starts_with_the_given_frames(pipe):
+    given = clip(9)
+    out = np.stack(list(pipe("a red circle moving right", 8, steps=1, init_frames=iter(given))))
+    assert out.shape == (9 + 8, 32, 32, 3)
+    assert np.array_equal(out[:9], given)  # same size: the given frames pass through unchanged
+    new_only = np.stack(list(pipe("a red circle moving right", 8, steps=1, init_frames=given,
+                                  include_init_frames=False)))
+    assert np.array_equal(new_only, out[9:])
+
+
+def test_image_to_video_takes_the_image_as_frame_0(pipe):
+    image = clip(1)[0]
+    out = np.stack(list(pipe("a red circle moving right", 6, steps=1, init_frames=[image])))
+    assert out.shape == (7, 32, 32, 3) and np.array_equal(out[0], image)
+    plain = np.stack(list(pipe("a red circle moving right", 7, steps=1)))
+    assert not np.array_equal(out[1:], plain[1:])  # the image is context, not ignored
+
+
+def test_other_sizes_are_resized_and_odd_lengths_trimmed_with_one_log_line(pipe, caplog):
+    given = clip(11, size=48)[:, :, 4:44]  # 11 frames of 48x40: 9 used
+    with caplog.at_level(logging.INFO, logger="videogen"):
+        out = list(pipe("a red circle moving right", 4, steps=1, init_frames=given))
+    assert len(out) == 9 + 4 and out[0].shape == (32, 32, 3)
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("resized" in m for m in messages) == 1
+    assert sum("last 2 given frame(s) are left out" in m for m in messages) == 1
+
+
+def test_set_prompt_takes_effect_at_the_next_latent_frame(pipe):
+    def run(switch_at):
+        stream = pipe.stream("a red circle moving right", 13, seed=1, steps=1)
+        frames = []
+        for frame in stream:
+            frames.append(frame)
+            if len(frames) == switch_at:
+                stream.set_prompt("a blue square moving left")
+        return np.stack(frames)
+
+    plain, switched = run(None), run(5)  # after frame 4 (the end of latent 1): latent 2 on
+    assert np.array_equal(plain[:5], switched[:5])
+    assert not np.array_equal(plain[5:], switched[5:])
+    scheduled = np.stack(list(pipe("x", 13, seed=1, steps=1,
+                                   prompt_schedule="0:a red circle moving right;5:a blue square moving left")))
+    assert np.array_equal(scheduled, switched)
+
+
+def test_set_prompt_empty_is_a_usage_error(pipe):
+    stream = pipe.stream("a red circle moving right", 5, steps=1)
+    with pytest.raises(UsageError, match="empty"):
+        stream.set_prompt("")
+    with pytest.raises(UsageError, match="empty"):
+        stream.set_prompt("   ")
+
+
+def test_cli_continues_a_video_file(tiny_model, tmp_path):
+    src = str(tmp_path / "clip.mp4")
+    with open_writer(src, fps=8, crf=0) as writer:
+        for frame in clip(13):
+            writer.write(frame)
+    out = tmp_path / "more.mp4"
+    main(["generate", "a red circle moving right", "--init-video", src, "--frames", "8", "--steps", "1",
+          "--model", tiny_model, "-o", str(out)])
+    assert len(read_video(str(out))) == 13 + 8
+    main(["generate", "a red circle moving right", "--init-video", src, "--frames", "8", "--steps", "1",
+          "--model", tiny_model, "-o", str(out), "--no-init-frames"])
+    assert len(read_video(str(out))) == 8
+
+
+def run_bad(tiny_model, tmp_path, capsys, *args):
+    """Run generate; it must exit 2 with one line and leave the existing output as it was."""
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"an older video the user keeps")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "a red circle moving right", "--frames", "4", "--steps", "1", "--model", tiny_model,
+              "-o", str(out), *args])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1, err
+    assert out.read_bytes() == b"an older video the user keeps"
+    assert sorted(os.listdir(tmp_path)) == sorted(p for p in os.listdir(tmp_path) if ".tmp" not in p)
+    return err
+
+
+def test_unreadable_init_video(tiny_model, tmp_path, capsys):
+    src = str(tmp_path / "good.mp4")
+    with open_writer(src, fps=8) as writer:
+        for frame in clip(9):
+            writer.write(frame)
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(open(src, "rb").read()[:300])
+    assert "not a readable video" in run_bad(tiny_model, tmp_path, capsys, "--init-video", str(truncated))
+
+
+def test_empty_init_video(tiny_model, tmp_path, capsys):
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    assert "is empty" in run_bad(tiny_model, tmp_path, capsys, "--init-video", str(tmp_path / "empty.mp4"))
+
+
+def test_non_video_init_file(tiny_model, tmp_path, capsys):
+    (tmp_path / "notes.mp4").write_text("these are notes, not a video\n" * 20)
+    assert "not a readable video" in run_bad(tiny_model, tmp_path, capsys, "--init-video", str(tmp_path / "notes.mp4"))
+
+
+def test_missing_init_video(tiny_model, tmp_path, capsys):
+    assert "not found" in run_bad(tiny_model, tmp_path, capsys, "--init-video", str(tmp_path / "none.mp4"))
+
+
+def test_unsupported_image_format(tiny_model, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(clip(1)[0]).save(tmp_path / "first.bmp")
+    assert "unsupported image format '.bmp'" in run_bad(tiny_model, tmp_path, capsys,
+                                                         "--init-image", str(tmp_path / "first.bmp"))
+
+
+def test_init_video_with_init_image(tiny_model, tmp_path, capsys):
+    from PIL import Image
+
+    Image.fromarray(clip(1)[0]).save(tmp_path / "first.png")
+    err = run_bad(tiny_model, tmp_path, capsys, "--init-video", str(tmp_path / "x.mp4"),
+                  "--init-image", str(tmp_path / "first.png"))
+    assert "not both" in err
+
+
+def test_cli_image_to_video(tiny_model, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(clip(1)[0]).save(tmp_path / "first.png")
+    out = tmp_path / "i2v.mp4"
+    main(["generate", "a red circle moving right", "--init-image", str(tmp_path / "first.png"), "--frames", "4",
+          "--steps", "1", "--model", tiny_model, "-o", str(out)])
+    assert len(read_video(str(out))) == 1 + 4
