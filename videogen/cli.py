@@ -317,7 +317,47 @@ def _run_train_vae(args) -> None:
     train_vae(args.config, args.overrides, resume=args.resume, export=args.export)
 
 
-COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval, _add_train_vae]
+# -------------------------------------------------------------------------------- serve
+def _add_serve(sub) -> None:
+    p = _command(
+        sub, "serve", "a web page that streams the video as it is made and steers it (extra [web])",
+        """
+        Start a Gradio page over a pipeline: type a prompt and watch the frames arrive while
+        they are generated (with frames/s), change the prompt of the running video (from
+        its next latent frame), start from an uploaded image or continue an uploaded
+        video, stop, and download the MP4. One generation runs per model at a time by
+        default (--concurrency); the others wait in Gradio's queue, their position shown.
+
+        Offline: no telemetry, no web fonts, no share link. It binds to 127.0.0.1 (this
+        machine only) unless --host says otherwise. Needs the web extra:
+        pip install -e ".[web]". Ctrl-C stops it.
+
+        examples:
+          videogen serve
+          videogen serve --model ./my-pipeline --port 8080
+          videogen serve --host 0.0.0.0 --concurrency 2     # reachable from the network
+        """,
+        _run_serve,
+    )
+    p.add_argument("--model", default=None, help="pipeline directory (default: the embedded shapes model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
+    p.add_argument("--concurrency", type=int, default=1, help="generations at once per model (default: 1)")
+    p.add_argument("--max-upload-mb", type=int, default=50, help="largest upload accepted, MB (default: 50)")
+
+
+def _run_serve(args) -> None:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UsageError('videogen serve needs the web extra: pip install -e ".[web]"') from None
+    from videogen.web.app import ServeSettings, serve
+
+    serve(ServeSettings(model=args.model, host=args.host, port=args.port, concurrency=args.concurrency,
+                        max_upload_mb=args.max_upload_mb))
+
+
+COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval, _add_train_vae, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

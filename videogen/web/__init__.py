@@ -1,0 +1,1 @@
+"""The web page (`videogen serve`, the `[web]` extra)."""
