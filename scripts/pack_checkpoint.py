@@ -1,13 +1,13 @@
 """Pack an accelerate checkpoint to travel in git, and unpack it back, in place.
 
     python scripts/pack_checkpoint.py pack DIR     # before training_state/ is committed
-    python scripts/pack_checkpoint.py unpack DIR   # before accelerate.load_state reads it
+    python scripts/pack_checkpoint.py unpack DIR   # before a resume reads it
 
 `pack` turns the pickled tensor files of `accelerator.save_state` into safetensors:
 `optimizer*.bin` (AdamW's state, its moments stored in bfloat16) and
 `custom_checkpoint_*.pkl` (the registered objects: the step, and in checkpoints written
 before the EMA moved to its own `ema.safetensors`, the EMA weights, kept exact).
-`unpack` writes the pickles back where accelerate reads them. The model's own weights
+`unpack` writes the pickles back where a resume reads them (torch.load with weights_only=True). The model's own weights
 (`model.safetensors`, `ema.safetensors`) stay as they are; the RNG states and the LR scheduler
 (small, no tensors of weights) too.
 
@@ -82,7 +82,7 @@ def pack(ckpt: Path) -> list:
     """Convert the checkpoint's tensor pickles to safetensors; returns the files written."""
     written = []
     for src, cast in _packable(ckpt):
-        obj = torch.load(src, map_location="cpu", weights_only=False)  # accelerate wrote it here
+        obj = torch.load(src, map_location="cpu", weights_only=True)  # tensors and numbers only: a planted pickle runs nothing
         tensors: dict = {}
         skeleton = _flatten(obj, "root", tensors, cast)
         dst = src.with_suffix(".safetensors")

@@ -97,6 +97,19 @@ def test_usage_error(repo):
     assert r.returncode == 2 and "usage" in r.stderr
 
 
+class _Step:
+    """The step counter as older checkpoints held it: accelerate's custom object 0."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+
+
 class _Shadow:
     """An accelerate custom object that holds tensors, as the EMA was registered before it
     moved to ema.safetensors (older checkpoints in training_state/ carry it so)."""
@@ -122,14 +135,12 @@ def _trained(tmp_path: Path, steps: int):
     """A tiny model, AdamW and a shadow copy after `steps` steps, saved as accelerate saves a run."""
     from accelerate import Accelerator
 
-    from videogen.training.dit import TrainState
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.99))
     accelerator = Accelerator(cpu=True)
     model, optimizer = accelerator.prepare(model, optimizer)
-    state, ema = TrainState(), _Shadow(model)
+    state, ema = _Step(), _Shadow(model)
     accelerator.register_for_checkpointing(state, ema)
     x = torch.randn(16, 6)
     for _ in range(steps):
