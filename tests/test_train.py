@@ -4,6 +4,7 @@ loss curve, config errors. A tiny model on 8 shapes clips of 9 frames at 32x32."
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -280,6 +281,69 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(data, straight):
         train(TINY, data["overrides"] + [f"train.output_dir={straight}"])
     with pytest.raises(UsageError, match="not a complete checkpoint"):
         train(TINY, data["overrides"] + [f"train.output_dir={straight}"], resume=str(straight / "nope"))
+
+
+class _Plant:
+    """A pickle that creates `marker` when it is unpickled: what a tampered checkpoint holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+READ_PICKLES = ["optimizer.bin", "scheduler.bin", "random_states_0.pkl"]  # read on resume, as data only
+
+
+@pytest.mark.parametrize("name", READ_PICKLES + ["custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "scaler.pt"])
+def test_resume_runs_no_pickle_planted_in_a_checkpoint(data, straight, tmp_path, name):
+    """Every pickle name of an accelerate checkpoint, replaced by one that would run code:
+    the files resume reads are refused in one line, the others (custom_checkpoint_N.pkl
+    held the step before trainer_state.json did) are never opened; nothing runs."""
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint-000003"
+    shutil.copytree(straight / "checkpoint-000003", ckpt)
+    marker = tmp_path / "planted-pickle-ran"
+    torch.save(_Plant(str(marker)), ckpt / name)
+    over = data["overrides"] + [f"train.output_dir={run}", "train.stop_at_step=4", "train.checkpoint_every=0"]
+    if name in READ_PICKLES:
+        with pytest.raises(UsageError, match=f"refused '.*{name}'"):
+            train(TINY, over, resume="latest")
+    else:
+        assert train(TINY, over, resume="latest")["step"] == 4
+    assert not marker.exists()
+
+
+FOREIGN = ["log.jsonl", "data_report.json", "checkpoint-000003/notes.txt", "checkpoint-000003.tmp/notes.txt",
+           ".checkpoint-000003.tmp-abc/notes.txt", "pipeline/notes.txt", "samples/notes.txt"]
+
+
+@pytest.mark.parametrize("path", FOREIGN)
+def test_a_new_run_refuses_a_folder_with_files_it_did_not_write(data, tmp_path, path):
+    """Pointed at a folder with someone's files at the paths a run writes, a new run stops
+    at start-up with one line and leaves every file as it was."""
+    out = tmp_path / "run"
+    (out / path).parent.mkdir(parents=True, exist_ok=True)
+    (out / path).write_text("mine")
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with pytest.raises(UsageError, match="is not empty.*--resume latest"):
+        train(TINY, data["overrides"] + [f"train.output_dir={out}"])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert (out / path).read_text() == "mine"
+
+
+@pytest.mark.parametrize("path, message", [("pipeline/notes.txt", "is not a pipeline"),
+                                           ("checkpoint-000003/notes.txt", "is not a checkpoint")])
+def test_a_resumed_run_refuses_what_it_would_replace(data, tmp_path, path, message):
+    """--resume names the folder as the run's; what the run would replace (pipeline/ at the
+    end, checkpoint-NNNNNN when it reaches that step) is still checked first."""
+    out = tmp_path / "run"
+    (out / path).parent.mkdir(parents=True)
+    (out / path).write_text("mine")
+    with pytest.raises(UsageError, match=message):
+        train(TINY, data["overrides"] + [f"train.output_dir={out}"], resume="latest")
+    assert (out / path).read_text() == "mine"
 
 
 def test_large_config_builds_on_the_meta_device():

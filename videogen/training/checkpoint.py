@@ -25,7 +25,6 @@ import os
 import pickle
 import random
 import re
-import shutil
 import sys
 import time
 from typing import Callable, Optional
@@ -34,7 +33,7 @@ import numpy as np
 import torch
 
 from videogen.errors import UsageError
-from videogen.utils.atomic import discard, temp_sibling
+from videogen.utils.atomic import discard, replace_into, temp_sibling
 
 logger = logging.getLogger("videogen")
 
@@ -180,9 +179,7 @@ class CheckpointManager:
                 json.dump({"step": step, "time": time.time()}, f)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            if os.path.exists(final):  # an earlier try of this run reached this step; this one replaces it
-                shutil.rmtree(final)
-            os.rename(tmp, final)
+            replace_into(tmp, final)  # over a checkpoint of this step that an earlier try of the run wrote
             self._keep_last()
             logger.info("saved %s", final)
         acc.wait_for_everyone()
@@ -190,8 +187,18 @@ class CheckpointManager:
 
     def _keep_last(self) -> None:
         for _, old in self.list()[:-self.keep]:
-            os.remove(os.path.join(old, STATE_FILE))  # unlisted first: a kill mid-delete leaves no half checkpoint
-            shutil.rmtree(old, ignore_errors=True)
+            # Moved into a temporary sibling first: a kill mid-delete leaves that, which the
+            # next start removes, never a checkpoint-NNNNNN folder that is not whole.
+            doomed = temp_sibling(old, directory=True)
+            os.replace(old, os.path.join(doomed, "old"))
+            discard(doomed)
+
+    def incomplete(self) -> list:
+        """checkpoint-NNNNNN folders without trainer_state.json: not written by this scheme."""
+        if not os.path.isdir(self.output_dir):
+            return []
+        return sorted(name for name in os.listdir(self.output_dir)
+                      if _step_of_name(name) is not None and not is_checkpoint(os.path.join(self.output_dir, name)))
 
     def load(self, directory: str, model, optimizer, scheduler) -> int:
         """Restore model, optimizer, scheduler, GradScaler and this rank's RNG states from a

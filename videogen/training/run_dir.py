@@ -59,6 +59,10 @@ def prepare_run_dir(accelerator, checkpoints: CheckpointManager, resume: Optiona
     out = checkpoints.output_dir
     if resume is None:
         check_new_run_dir(out)
+    strays = checkpoints.incomplete()
+    if strays:
+        raise UsageError(f"'{os.path.join(out, strays[0])}' is not a checkpoint (no trainer_state.json), and a "
+                         "checkpoint of that step would replace it; move it out of train.output_dir")
     for path, marker, what in outputs:
         check_replaceable(path, marker, what)
     accelerator.wait_for_everyone()  # every rank has checked before the main one writes
