@@ -30,7 +30,6 @@ transformer. Writes results/direction_probe.json and .png.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
