@@ -53,7 +53,7 @@ def score_newest(every: int, frames: int, workers: int, run: str = "base") -> No
     """Export the newest DiT checkpoint's EMA pipeline and score it (quick subset), with the
     final VAE decoder once it is done (same encoder and latent space), as ship_default.sh."""
     sys.path.insert(0, REPO)
-    from videogen.training.dit import list_checkpoints
+    from videogen.training.checkpoint import list_checkpoints
 
     run_dir, train_args = RUN_ARGS[run]
     quick = os.path.join(run_dir, "quick")

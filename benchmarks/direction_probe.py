@@ -30,7 +30,6 @@ transformer. Writes results/direction_probe.json and .png.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import numpy as np
@@ -46,15 +45,14 @@ MARGIN_PAIRS = {"sign": (("moving right", "moving left"), ("moving down", "movin
 
 def load(spec: str):
     """LABEL=PIPE[,CHECKPOINT] -> (label, pipeline)."""
-    from safetensors.torch import load_file
-
     from videogen.pipelines.pipeline import load_pipeline
+    from videogen.training.checkpoint import load_weights
 
     label, _, where = spec.partition("=")
     pipe_dir, _, checkpoint = where.partition(",")
     pipe = load_pipeline(pipe_dir or None)
     if checkpoint:
-        pipe.transformer.load_state_dict(load_file(os.path.join(checkpoint, "model.safetensors")))
+        pipe.transformer.load_state_dict(load_weights(checkpoint, "model"))
     return label or "shipped", pipe
 
 

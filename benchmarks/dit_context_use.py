@@ -40,15 +40,16 @@ from videogen.training.config import load_config  # noqa: E402
 from videogen.data.datasets import LatentCacheDataset, collate_clips  # noqa: E402
 from videogen.models.dit import PoMVideoDiT  # noqa: E402
 from videogen.diffusion.flow import add_noise, velocity_target  # noqa: E402
+from videogen.training.checkpoint import is_checkpoint  # noqa: E402
 
 CLIPS, BATCH, SEED = 64, 16, 0
 
 
 def load(checkpoint: str, cfg) -> PoMVideoDiT:
-    from safetensors.torch import load_file
+    from videogen.training.checkpoint import load_weights
 
     model = PoMVideoDiT(in_channels=cfg.vae.z_dim, text_dim=cfg.text.d_model, **asdict(cfg.model))
-    model.load_state_dict(load_file(os.path.join(checkpoint, "model.safetensors")))
+    model.load_state_dict(load_weights(checkpoint, "model"))
     return model.eval()
 
 
@@ -89,9 +90,9 @@ def main() -> None:
                         help="noise level of the committed context (default: the config's sampling.context_noise)")
     args = parser.parse_args()
     cfg = load_config(args.config)
-    missing = [c for c in args.checkpoints if not os.path.isfile(os.path.join(c, "model.safetensors"))]
+    missing = [c for c in args.checkpoints if not is_checkpoint(c)]
     if missing:
-        sys.exit(f"dit_context_use: no model.safetensors in {', '.join(missing)}; pass checkpoint directories "
+        sys.exit(f"dit_context_use: {', '.join(missing)}: not a checkpoint; pass checkpoint directories "
                  "of videogen train (runs/default/checkpoint-NNNNNN)")
     context_noise = cfg.sampling.context_noise if args.context_noise is None else args.context_noise
     dataset = LatentCacheDataset(os.path.join(REPO, cfg.data.cache_dir))

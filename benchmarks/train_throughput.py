@@ -1,7 +1,7 @@
 """Training throughput and memory: PoM vs the attention baseline at equal width and depth.
 
 One training step is what `videogen train` does per micro-batch: the diffusion-forcing
-flow loss (`videogen.training.dit.flow_loss`), backward, gradient clipping, AdamW. The two
+flow loss (`videogen.training.dit_task.flow_loss`), backward, gradient clipping, AdamW. The two
 models differ only in `model.mixer` (pom | attention); latents are random (the VAE and
 text encoder are frozen in training, so they are not part of the step).
 
@@ -41,7 +41,7 @@ def build(args, mixer: str):
 
     from videogen.training.config import load_config
     from videogen.models.dit import PoMVideoDiT
-    from videogen.training.dit import flow_loss
+    from videogen.training.dit_task import flow_loss
 
     cfg = load_config(None, [f"model.dim={args.dim}", f"model.depth={args.depth}", f"model.mixer={mixer}",
                              f"model.heads={args.heads}"])

@@ -32,8 +32,10 @@ from _common import RESULTS, figure, write_report  # noqa: E402
 
 from videogen.models.vae import VAEConfig  # noqa: E402
 from videogen.models.vae import build_vae, decode_latents, encode_video  # noqa: E402
-from videogen.training.vae import (Reconstruction, eval_set, foreground_mask, load_vae_train_config,  # noqa: E402
-                                psnr)
+from videogen.training.checkpoint import CONFIG_FILE, load_weights  # noqa: E402
+from videogen.training.config import load_vae_train_config  # noqa: E402
+from videogen.training.vae_eval import eval_set  # noqa: E402
+from videogen.training.vae_model import Reconstruction, foreground_mask, psnr  # noqa: E402
 
 CLIPS, FRAMES, SEED, K = 96, 33, 99, 5
 
@@ -41,14 +43,12 @@ CLIPS, FRAMES, SEED, K = 96, 33, 99, 5
 def load(checkpoint: str):
     """The VAE of a train-vae checkpoint, sized by the checkpoint's own config.json; or, for
     'random', an untrained one of configs/shapes_vae.yaml's size (seeded: the same each time)."""
-    from safetensors.torch import load_file
-
     torch.manual_seed(0)
     if checkpoint == "random":
         return build_vae(load_vae_train_config(os.path.join(REPO, "configs", "shapes_vae.yaml")).vae).eval()
-    with open(os.path.join(checkpoint, "config.json")) as f:
+    with open(os.path.join(checkpoint, CONFIG_FILE)) as f:
         vae = build_vae(VAEConfig(**json.load(f)["vae"]))
-    Reconstruction(vae).load_state_dict(load_file(os.path.join(checkpoint, "model.safetensors")))
+    Reconstruction(vae).load_state_dict(load_weights(checkpoint, "model"))
     return vae.eval()
 
 

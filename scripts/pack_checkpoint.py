@@ -1,15 +1,17 @@
 """Pack an accelerate checkpoint to travel in git, and unpack it back, in place.
 
     python scripts/pack_checkpoint.py pack DIR     # before training_state/ is committed
-    python scripts/pack_checkpoint.py unpack DIR   # before accelerate.load_state reads it
+    python scripts/pack_checkpoint.py unpack DIR   # before a resume reads it
 
 `pack` turns the pickled tensor files of `accelerator.save_state` into safetensors:
 `optimizer*.bin` (AdamW's state, its moments stored in bfloat16) and
-`custom_checkpoint_*.pkl` (the registered objects: the step, and in checkpoints written
-before the EMA moved to its own `ema.safetensors`, the EMA weights, kept exact).
-`unpack` writes the pickles back where accelerate reads them. The model's own weights
-(`model.safetensors`, `ema.safetensors`) stay as they are; the RNG states and the LR scheduler
-(small, no tensors of weights) too.
+`custom_checkpoint_*.pkl` (older checkpoints' registered objects: the step, and before the
+EMA moved to its own `ema.safetensors`, the EMA weights, kept exact; a resume reads the
+step from trainer_state.json and never opens them). `unpack` writes the pickles back
+where a resume reads them. The model's own weights (`model.safetensors`,
+`ema.safetensors`) stay as they are; the RNG states and the LR scheduler (small, no
+tensors of weights) too. Every pickle is read with weights_only=True: one that names
+anything but tensors and numbers is refused, not run.
 
 Why bfloat16 moments: the training state is committed once a session and the commits of a
 session have a size limit. Halving the optimizer takes the DiT's checkpoint from 63 MB to
@@ -21,6 +23,7 @@ refreshed by the next hundred steps (betas 0.9, 0.99) anyway.
 import argparse
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -82,7 +85,7 @@ def pack(ckpt: Path) -> list:
     """Convert the checkpoint's tensor pickles to safetensors; returns the files written."""
     written = []
     for src, cast in _packable(ckpt):
-        obj = torch.load(src, map_location="cpu", weights_only=False)  # accelerate wrote it here
+        obj = torch.load(src, map_location="cpu", weights_only=True)  # tensors and numbers only: a planted pickle runs nothing
         tensors: dict = {}
         skeleton = _flatten(obj, "root", tensors, cast)
         dst = src.with_suffix(".safetensors")
@@ -115,7 +118,12 @@ def main(argv=None) -> int:
     if not args.checkpoint.is_dir():
         print(f"pack_checkpoint: no checkpoint directory '{args.checkpoint}'", file=sys.stderr)
         return 2
-    done = (pack if args.action == "pack" else unpack)(args.checkpoint)
+    try:
+        done = (pack if args.action == "pack" else unpack)(args.checkpoint)
+    except pickle.UnpicklingError as err:
+        print(f"pack_checkpoint: refused a file of '{args.checkpoint}' that holds more than tensors "
+              f"({str(err).splitlines()[-1][:120]})", file=sys.stderr)
+        return 2
     for path in done:
         print(f"{args.action}ed {path}")
     return 0

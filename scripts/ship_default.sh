@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-FREEZE=$(python -c "from videogen.training.vae import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
+FREEZE=$(python -c "from videogen.training.config import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
 PIPE=runs/default_whole/pipeline
 VAE=runs/shapes_vae/export
 LATENTS=$VAE  # the VAE the DiT was trained with (as in train_default.sh)

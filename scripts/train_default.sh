@@ -18,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
-FREEZE=$(python -c "from videogen.training.vae import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
+FREEZE=$(python -c "from videogen.training.config import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
 VAE=runs/shapes_vae/export              # the final VAE
 LATENTS=$VAE                            # the VAE whose latents the DiT learns
 if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi  # the VAE at the freeze step

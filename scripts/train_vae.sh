@@ -14,7 +14,7 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" OMP_WAIT_POLICY="${OMP_WAIT_POLIC
 mkdir -p runs/shapes_vae
 videogen train-vae configs/shapes_vae.yaml "$@" --resume latest
 if [ -f runs/shapes_vae/export/config.json ]; then  # not after a train.stop_at_step stop
-  python -c "from videogen.training.vae import write_report; \
+  python -c "from videogen.training.vae_eval import write_report; \
 write_report('runs/shapes_vae', 'runs/shapes_vae/export', 'benchmarks/results/vae_shapes')"
   echo "done: runs/shapes_vae/export, benchmarks/results/vae_shapes.json"
 fi

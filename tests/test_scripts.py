@@ -97,6 +97,19 @@ def test_usage_error(repo):
     assert r.returncode == 2 and "usage" in r.stderr
 
 
+class _Step:
+    """The step counter as older checkpoints held it: accelerate's custom object 0."""
+
+    def __init__(self):
+        self.step = 0
+
+    def state_dict(self):
+        return {"step": self.step}
+
+    def load_state_dict(self, state):
+        self.step = int(state["step"])
+
+
 class _Shadow:
     """An accelerate custom object that holds tensors, as the EMA was registered before it
     moved to ema.safetensors (older checkpoints in training_state/ carry it so)."""
@@ -122,14 +135,12 @@ def _trained(tmp_path: Path, steps: int):
     """A tiny model, AdamW and a shadow copy after `steps` steps, saved as accelerate saves a run."""
     from accelerate import Accelerator
 
-    from videogen.training.dit import TrainState
-
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.GELU(), torch.nn.Linear(8, 3))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, betas=(0.9, 0.99))
     accelerator = Accelerator(cpu=True)
     model, optimizer = accelerator.prepare(model, optimizer)
-    state, ema = TrainState(), _Shadow(model)
+    state, ema = _Step(), _Shadow(model)
     accelerator.register_for_checkpointing(state, ema)
     x = torch.randn(16, 6)
     for _ in range(steps):
@@ -176,3 +187,39 @@ def test_pack_refuses_a_missing_directory(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_checkpoint.py"), "pack", str(tmp_path / "nope")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "no checkpoint directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_committed_training_state_resumes(tmp_path):
+    """training_state/default_whole as `restore` unpacks it on a fresh machine (an older
+    layout: the step also in custom_checkpoint_0.pkl, which a resume never opens) loads
+    into the config's model, optimizer and schedule, at step 600, every tensor as stored."""
+    from dataclasses import asdict
+
+    from accelerate import Accelerator
+    from safetensors.torch import load_file
+
+    from videogen.models.dit import PoMVideoDiT
+    from videogen.training.checkpoint import CheckpointManager
+    from videogen.training.config import load_config
+    from videogen.training.dit_task import make_optimizer
+    from videogen.training.ema import EMA
+
+    src = ROOT / "training_state" / "default_whole" / "checkpoint-000600"
+    ckpt = tmp_path / src.name
+    shutil.copytree(src, ckpt)
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "pack_checkpoint.py"), "unpack", str(ckpt)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert {"custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl"} <= {p.name for p in ckpt.iterdir()}
+
+    cfg = load_config(str(ROOT / "configs" / "shapes_whole.yaml"))
+    model = PoMVideoDiT(in_channels=cfg.vae.z_dim, text_dim=cfg.text.d_model, **asdict(cfg.model))
+    accelerator = Accelerator(cpu=True)
+    model, optimizer, scheduler = accelerator.prepare(model, *make_optimizer(cfg, model, 1))
+    assert CheckpointManager(accelerator, str(tmp_path), 3).load(str(ckpt), model, optimizer, scheduler) == 600
+    ema = EMA(model, cfg.train.ema_decay)
+    ema.load(str(ckpt))
+    assert ema.updates == 600 and scheduler.scheduler.last_epoch == 600
+    stored = load_file(ckpt / "model.safetensors")
+    assert all(torch.equal(v, stored[k]) for k, v in model.state_dict().items())
+    assert len(optimizer.state_dict()["state"]) == len(list(model.parameters()))

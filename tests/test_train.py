@@ -4,6 +4,7 @@ loss curve, config errors. A tiny model on 8 shapes clips of 9 frames at 32x32."
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,10 @@ from safetensors.torch import load_file
 
 from videogen import cli
 from videogen.errors import UsageError
-from videogen.training.dit import HANG_ENV, cache_dataset, list_checkpoints, read_log, train
+from videogen.training.cache import cache_dataset
+from videogen.training.checkpoint import HANG_ENV, list_checkpoints, load_weights
+from videogen.training.dit_task import train
+from videogen.training.logs import read_log
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
@@ -46,7 +50,7 @@ def straight(data):
 
 def weights(run_dir, step):
     """Raw weights of the checkpoint at `step` and the EMA weights of the final pipeline."""
-    raw = load_file(os.path.join(run_dir, f"checkpoint-{step:06d}", "model.safetensors"))
+    raw = load_weights(os.path.join(run_dir, f"checkpoint-{step:06d}"), "model")
     ema = load_file(os.path.join(run_dir, "pipeline", "transformer", "diffusion_pytorch_model.safetensors"))
     return raw, ema
 
@@ -56,13 +60,13 @@ def max_diff(a, b):
     return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
 
 
-def assert_same_run(run_a, run_b):
+def assert_same_run(run_a, run_b, atol=1e-6):
     (raw_a, ema_a), (raw_b, ema_b) = weights(run_a, 6), weights(run_b, 6)
-    assert max_diff(raw_a, raw_b) <= 1e-6
-    assert max_diff(ema_a, ema_b) <= 1e-6
+    assert max_diff(raw_a, raw_b) <= atol
+    assert max_diff(ema_a, ema_b) <= atol
     log_a, log_b = read_log(run_a / "log.jsonl"), read_log(run_b / "log.jsonl")
     assert [r["step"] for r in log_b] == [1, 2, 3, 4, 5, 6]
-    np.testing.assert_allclose([r["loss"] for r in log_a], [r["loss"] for r in log_b], rtol=0, atol=1e-6)
+    np.testing.assert_allclose([r["loss"] for r in log_a], [r["loss"] for r in log_b], rtol=0, atol=atol)
 
 
 def test_cache_holds_every_clip_and_is_checked(data):
@@ -95,7 +99,7 @@ def test_cache_serves_the_first_frames_of_its_clips(data):
     """data.frames below the cached clips' length: their first latent frames, cut in place
     (a cache of 9-frame clips trains 5-frame ones); more frames than cached is refused."""
     from videogen.training.config import load_config
-    from videogen.training.dit import make_dataset
+    from videogen.training.dit_data import make_dataset
 
     full = make_dataset(load_config(TINY, data["overrides"]))
     short = make_dataset(load_config(TINY, data["overrides"] + ["data.frames=5"]))
@@ -112,7 +116,7 @@ def test_exact_resume_matches_a_straight_run(data, straight):
     assert not (out / "pipeline").exists()
     second = train(TINY, data["overrides"] + [f"train.output_dir={out}"], resume="latest")
     assert second["step"] == 6
-    assert_same_run(straight, out)
+    assert_same_run(straight, out, atol=0.0)  # 3 + 3 steps are the 6 steps, bit for bit
 
     # --export: a checkpoint's EMA pipeline, without training (here the last: the final one).
     exported = data["root"] / "exported"
@@ -135,38 +139,6 @@ def test_checkpoints_hold_weights_in_safetensors_only(straight):
     assert all(p.stat().st_size < 64_000 or p.name.startswith("optimizer") for p in pickles), pickles
 
 
-def test_a_checkpoint_of_the_older_layout_resumes(tmp_path):
-    """Before ema.safetensors, the EMA was accelerate's custom object 1 (a pickle)."""
-    from accelerate import Accelerator
-
-    from videogen.training.dit import EMA, TrainState, upgrade_checkpoint
-
-    class OldEMA:
-        def state_dict(self):
-            return {"decay": 0.99, "updates": 7, "shadow": [torch.full((2, 3), 0.5), torch.full((2,), -1.0)]}
-
-        def load_state_dict(self, state):
-            pass
-
-    ckpt = str(tmp_path / "checkpoint-000007")
-    old = Accelerator(cpu=True)
-    state = TrainState()
-    state.step = 7
-    old.register_for_checkpointing(state, OldEMA())
-    old.save_state(ckpt)
-
-    accelerator, resumed = Accelerator(cpu=True), TrainState()
-    accelerator.register_for_checkpointing(resumed)
-    ema = EMA(torch.nn.Linear(3, 2), 0.99)
-    upgrade_checkpoint(accelerator, ckpt, ema)
-    accelerator.load_state(ckpt)  # refused before the upgrade: 2 custom objects, 1 registered
-    ema.load(ckpt)
-    assert resumed.step == 7 and ema.updates == 7
-    assert torch.equal(ema.shadow[0], torch.full((2, 3), 0.5)) and torch.equal(ema.shadow[1], torch.full((2,), -1.0))
-    with pytest.raises(UsageError, match="ema_decay=0"):
-        EMA(torch.nn.Linear(3, 2), 0.99).load(str(tmp_path))
-
-
 def test_kill_during_checkpoint_write_keeps_the_previous_one(data, straight):
     out = data["root"] / "killed"
     out.mkdir()
@@ -185,11 +157,11 @@ def test_kill_during_checkpoint_write_keeps_the_previous_one(data, straight):
     finally:
         proc.kill()
         proc.wait()
-    assert (out / "checkpoint-000006.tmp").is_dir()
+    assert [p.is_dir() for p in out.glob(".checkpoint-000006.tmp-*")] == [True]
     assert [s for s, _ in list_checkpoints(out)] == [3]  # the half-written one is not listed
     result = train(TINY, data["overrides"] + [f"train.output_dir={out}"], resume="latest")
     assert result["step"] == 6
-    assert not (out / "checkpoint-000006.tmp").exists()
+    assert not list(out.glob(".checkpoint-000006.tmp-*"))
     assert_same_run(straight, out)  # resumed from step 3, and exactly so
 
 
@@ -273,7 +245,7 @@ def test_init_from_gains_frame_positions(data, straight):
 def test_frame_positions_train_at_their_own_rate():
     from videogen.training.config import load_config
     from videogen.models.dit import PoMVideoDiT
-    from videogen.training.dit import make_optimizer
+    from videogen.training.dit_task import make_optimizer
 
     cfg = load_config(TINY, ["train.lr=1e-3", "train.frame_positions_lr_mult=30"])
     model = PoMVideoDiT(in_channels=4, dim=32, depth=1, text_dim=16, frame_positions=2)
@@ -311,6 +283,69 @@ def test_fresh_run_refuses_a_directory_with_checkpoints(data, straight):
         train(TINY, data["overrides"] + [f"train.output_dir={straight}"], resume=str(straight / "nope"))
 
 
+class _Plant:
+    """A pickle that creates `marker` when it is unpickled: what a tampered checkpoint holds."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+READ_PICKLES = ["optimizer.bin", "scheduler.bin", "random_states_0.pkl"]  # read on resume, as data only
+
+
+@pytest.mark.parametrize("name", READ_PICKLES + ["custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "scaler.pt"])
+def test_resume_runs_no_pickle_planted_in_a_checkpoint(data, straight, tmp_path, name):
+    """Every pickle name of an accelerate checkpoint, replaced by one that would run code:
+    the files resume reads are refused in one line, the others (custom_checkpoint_N.pkl
+    held the step before trainer_state.json did) are never opened; nothing runs."""
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint-000003"
+    shutil.copytree(straight / "checkpoint-000003", ckpt)
+    marker = tmp_path / "planted-pickle-ran"
+    torch.save(_Plant(str(marker)), ckpt / name)
+    over = data["overrides"] + [f"train.output_dir={run}", "train.stop_at_step=4", "train.checkpoint_every=0"]
+    if name in READ_PICKLES:
+        with pytest.raises(UsageError, match=f"refused '.*{name}'"):
+            train(TINY, over, resume="latest")
+    else:
+        assert train(TINY, over, resume="latest")["step"] == 4
+    assert not marker.exists()
+
+
+FOREIGN = ["log.jsonl", "data_report.json", "checkpoint-000003/notes.txt", "checkpoint-000003.tmp/notes.txt",
+           ".checkpoint-000003.tmp-abc/notes.txt", "pipeline/notes.txt", "samples/notes.txt"]
+
+
+@pytest.mark.parametrize("path", FOREIGN)
+def test_a_new_run_refuses_a_folder_with_files_it_did_not_write(data, tmp_path, path):
+    """Pointed at a folder with someone's files at the paths a run writes, a new run stops
+    at start-up with one line and leaves every file as it was."""
+    out = tmp_path / "run"
+    (out / path).parent.mkdir(parents=True, exist_ok=True)
+    (out / path).write_text("mine")
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    with pytest.raises(UsageError, match="is not empty.*--resume latest"):
+        train(TINY, data["overrides"] + [f"train.output_dir={out}"])
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    assert (out / path).read_text() == "mine"
+
+
+@pytest.mark.parametrize("path, message", [("pipeline/notes.txt", "is not a pipeline"),
+                                           ("checkpoint-000003/notes.txt", "is not a checkpoint")])
+def test_a_resumed_run_refuses_what_it_would_replace(data, tmp_path, path, message):
+    """--resume names the folder as the run's; what the run would replace (pipeline/ at the
+    end, checkpoint-NNNNNN when it reaches that step) is still checked first."""
+    out = tmp_path / "run"
+    (out / path).parent.mkdir(parents=True)
+    (out / path).write_text("mine")
+    with pytest.raises(UsageError, match=message):
+        train(TINY, data["overrides"] + [f"train.output_dir={out}"], resume="latest")
+    assert (out / path).read_text() == "mine"
+
+
 def test_large_config_builds_on_the_meta_device():
     """Wan2.1 VAE + flan-T5-XL + the big DiT, as sized in configs/large.yaml: no weights,
     no memory; the shapes must agree end to end."""
@@ -340,11 +375,11 @@ def test_large_config_builds_on_the_meta_device():
 @pytest.mark.parametrize("name", ["tiny", "shapes", "shapes_start", "shapes_whole", "large"])
 def test_shipped_configs_validate(name):
     from videogen.training.config import load_config
-    from videogen.training.dit import check_train_config
+    from videogen.training.dit_data import check_data_source
 
-    cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))
+    cfg = load_config(os.path.join(ROOT, "configs", f"{name}.yaml"))  # every section validates itself
     cfg.data.manifest = TINY  # any existing path: the dataset itself is not part of this check
-    check_train_config(cfg)
+    check_data_source(cfg)
 
 
 def test_accelerate_configs_parse():

@@ -9,10 +9,13 @@ import torch
 from videogen.models.vae import VAEConfig
 from videogen.errors import UsageError
 from videogen.data.shapes import HELD_OUT, write_shapes_dataset
-from videogen.training.dit import list_checkpoints, read_log
 from videogen.models.vae import build_vae, encode_video
-from videogen.training.vae import (STATS_STREAM, DatasetClips, ShapesClips, eval_set, load_vae_train_config, make_clips,
-                                train_vae)
+from videogen.training.checkpoint import list_checkpoints
+from videogen.training.config import load_vae_train_config
+from videogen.training.logs import read_log
+from videogen.training.vae_eval import eval_set
+from videogen.training.vae_model import STATS_STREAM
+from videogen.training.vae_task import DatasetClips, ShapesClips, make_clips, train_vae
 
 TINY = """
 vae: {base_dim: 8, z_dim: 4, dim_mult: [1, 2, 2], num_res_blocks: 1, temperal_downsample: [true, true]}
@@ -161,7 +164,7 @@ def test_reconstruction_chunks_and_warmup(monkeypatch):
     warm-up it returns exactly the frames after it, from the same caches."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 
-    from videogen.training.vae import Reconstruction, warmup_frames
+    from videogen.training.vae_model import Reconstruction, warmup_frames
 
     monkeypatch.setattr(DiagonalGaussianDistribution, "sample", lambda self, generator=None: self.mean)
     torch.manual_seed(0)
@@ -186,7 +189,7 @@ def test_identity_time_convs_pass_a_frame_through():
     the current one. Two 3D resampling layers each side for 4x time."""
     from diffusers.models.autoencoders.autoencoder_kl_wan import WanResample
 
-    from videogen.training.vae import identity_time_convs
+    from videogen.training.vae_model import identity_time_convs
 
     vae = build_vae(VAEConfig(base_dim=8, z_dim=4, dim_mult=[1, 2, 4], num_res_blocks=1,
                               temperal_downsample=[True, True]))

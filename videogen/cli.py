@@ -207,7 +207,7 @@ def _add_cache(sub) -> None:
 
 
 def _run_cache(args) -> None:
-    from videogen.training.dit import cache_dataset
+    from videogen.training.cache import cache_dataset
 
     cache_dataset(args.config, args.overrides, workers=args.workers)
 
@@ -237,7 +237,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args) -> None:
-    from videogen.training.dit import train
+    from videogen.training.dit_task import train
 
     train(args.config, args.overrides, resume=args.resume, export=args.export)
 
@@ -312,7 +312,7 @@ def _add_train_vae(sub) -> None:
 
 
 def _run_train_vae(args) -> None:
-    from videogen.training.vae import train_vae
+    from videogen.training.vae_task import train_vae
 
     train_vae(args.config, args.overrides, resume=args.resume, export=args.export)
 

@@ -1,0 +1,135 @@
+"""The DiT's data: clips from a manifest (encoded on the fly) or the latent cache, a batch
+stream that resumes at any micro-batch, and the conditioner that turns a batch into the
+model's inputs with the frozen VAE and text encoder."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict
+
+import torch
+from torch.utils.data import DataLoader
+
+from videogen.data.datasets import LatentCacheDataset, VideoTextDataset, collate_clips, has_latent_cache
+from videogen.errors import UsageError
+from videogen.training.components import freeze
+from videogen.training.config import Config
+from videogen.training.seeding import EpochSampler
+
+logger = logging.getLogger("videogen")
+
+
+def check_data_source(cfg: Config) -> None:
+    """Without a latent cache, the manifest must exist (checked when a run starts, not when
+    a config loads: a config is read on machines without its data too)."""
+    d = cfg.data
+    if has_latent_cache(d.cache_dir):
+        return
+    if not d.manifest:
+        raise UsageError("data.manifest is not set; point it at a metadata.csv, a .jsonl or a directory "
+                         "with prompts.txt + videos.txt (e.g. data.manifest=data/shapes/metadata.csv)")
+    if not os.path.exists(d.manifest):
+        raise UsageError(f"dataset manifest '{d.manifest}' (data.manifest) not found; make one with "
+                         "`videogen data shapes --out data/shapes --num 2000` or fix the path")
+
+
+def cache_fingerprint(cfg: Config) -> dict:
+    """What the cached latents and embeddings depend on; a cache built otherwise is stale."""
+    d = cfg.data
+    return {"data.manifest": d.manifest, "data.frames": d.frames, "data.size": d.size, "data.fps": d.fps,
+            "vae": asdict(cfg.vae), "text": asdict(cfg.text), "train.seed": cfg.train.seed,
+            "train.init_from": cfg.train.init_from}
+
+
+def make_dataset(cfg: Config):
+    d = cfg.data
+    if has_latent_cache(d.cache_dir):
+        logger.info("reading latents and text embeddings from the cache in %s", d.cache_dir)
+        if d.random_start:
+            logger.info("cached clips are fixed windows (their first frames): data.random_start does not apply")
+        return LatentCacheDataset(d.cache_dir, fingerprint=cache_fingerprint(cfg))
+    if d.cache_dir:
+        logger.info("data.cache_dir '%s' holds no cache yet: encoding clips on the fly "
+                    "(build it with `videogen cache CONFIG` to train faster)", d.cache_dir)
+    return VideoTextDataset(d.manifest, frames=d.frames, size=d.size, fps=d.fps,
+                            random_start=d.random_start, seed=cfg.train.seed)
+
+
+def make_loader(cfg: Config, dataset) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=EpochSampler(len(dataset), cfg.train.seed),
+                      drop_last=True, num_workers=cfg.data.num_workers, collate_fn=collate_clips,
+                      persistent_workers=False)
+
+
+def check_sizes(cfg: Config, components: dict, dataset) -> None:
+    """Clip size and frame count against the VAE that is built (a pretrained one included)."""
+    if isinstance(dataset, LatentCacheDataset):
+        return
+    from videogen.models.vae import check_frame_count, check_video_size, vae_factors
+
+    vae = components["vae"]
+    check_video_size(vae, cfg.data.size, cfg.data.size, patch_size=components["transformer"].config.patch_size)
+    check_frame_count(cfg.data.frames, vae_factors(vae)[0], "data.frames (for this VAE)")
+
+
+class Conditioner:
+    """Turns a batch into model inputs: latents (B, C, F, H, W), text (B, L, Dt), mask (B, L).
+
+    Clips are encoded with the frozen VAE and captions with the frozen text encoder, or
+    both come from the cache. Dropped captions (for guidance) become "".
+    """
+
+    def __init__(self, cfg: Config, components: dict, dataset, device, dtype):
+        self.max_length = cfg.text.max_length
+        self.device, self.dtype = device, dtype
+        self.cached = isinstance(dataset, LatentCacheDataset)
+        # With a cache the encoders only serve sample videos: keep them in host memory.
+        where = "cpu" if self.cached else device
+        self.vae = freeze(components["vae"], where, dtype)
+        self.text_encoder = freeze(components["text_encoder"], where, dtype)
+        self.tokenizer = components["tokenizer"]
+        if self.cached:
+            text, mask = dataset.uncond()
+            self.uncond = (text.to(device), mask.to(device))
+
+    @torch.no_grad()
+    def __call__(self, batch: dict, drop: torch.Tensor) -> tuple:
+        if self.cached:
+            latents = batch["latents"].float()
+            text = torch.where(drop[:, None, None], self.uncond[0], batch["text"]).float()
+            mask = torch.where(drop[:, None], self.uncond[1], batch["text_mask"])
+            return latents, text, mask
+        from videogen.models.text import encode_prompts
+        from videogen.models.vae import encode_video
+
+        latents = encode_video(self.vae, batch["video"].to(self.device, self.dtype)).float()
+        prompts = ["" if d else c for c, d in zip(batch["caption"], drop.tolist())]
+        text, mask = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.max_length, self.device)
+        return latents, text.float(), mask
+
+
+class BatchStream:
+    """Micro-batches forever, epoch after epoch, starting at any micro-batch position."""
+
+    def __init__(self, accelerator, loader, dataset, start: int):
+        self.accelerator, self.loader, self.dataset = accelerator, loader, dataset
+        self.per_epoch = len(loader)
+        self.epoch, skip = divmod(start, self.per_epoch)
+        self._it = self._open(skip)
+
+    def _open(self, skip: int):
+        source = self.accelerator.skip_first_batches(self.loader, skip) if skip else self.loader
+        # accelerate's loader sets its sampler's epoch from its own counter at every
+        # iter(); a resumed (skipping) loader starts that counter at 0, so set it here.
+        source.set_epoch(self.epoch)
+        self.dataset.set_epoch(self.epoch)
+        return iter(source)
+
+    def __next__(self) -> dict:
+        try:
+            return next(self._it)
+        except StopIteration:
+            self.epoch += 1
+            self._it = self._open(0)
+            return next(self._it)
