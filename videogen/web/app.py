@@ -10,7 +10,6 @@ loopback by default, uploads bounded in size and type and read only from the tem
 file Gradio wrote (no path ever comes from the client), temporary files removed.
 """
 
-from __future__ import annotations
 
 import base64
 import io
@@ -306,7 +305,9 @@ def serve(settings: ServeSettings) -> None:
     workdir = tempfile.mkdtemp(prefix="videogen-serve-")
     # Read by Gradio at import time: its uploads and output copies land in our folder,
     # which goes when the server does; and no telemetry or version check, ever.
-    os.environ["GRADIO_TEMP_DIR"] = workdir
+    # Our own run files stay outside Gradio's folder, so it copies each finished MP4 into
+    # its cache (where the page may fetch it) and we can delete ours at once.
+    os.environ["GRADIO_TEMP_DIR"] = os.path.join(workdir, "gradio")
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     try:
         _serve(settings, workdir)
@@ -318,7 +319,9 @@ def _serve(settings: ServeSettings, workdir: str) -> None:
     from videogen.pipelines.pipeline import load_pipeline
 
     pipe = load_pipeline(settings.model)
-    app = VideoApp(pipe, settings, workdir)
+    runs = os.path.join(workdir, "runs")
+    os.makedirs(runs)
+    app = VideoApp(pipe, settings, runs)
     page = build_page(app)
     page.queue(default_concurrency_limit=settings.concurrency)
     done = threading.Event()
