@@ -64,7 +64,8 @@ class Server:
         cmd = [sys.executable, "-m", "videogen", "serve", "--port", str(self.port), *extra]
         if model:
             cmd += ["--model", str(model)]
-        self.log = open(tmp / "server.log", "w")
+        self.log_path = tmp / "server.log"
+        self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -75,6 +76,12 @@ class Server:
             except OSError:
                 time.sleep(0.5)
         raise TimeoutError((tmp / "server.log").read_text()[-3000:])
+
+    def workdir(self) -> str:
+        """The server's temporary folder, from its start-up line."""
+        import re
+
+        return re.search(r"temporary files in (\S+),", self.log_path.read_text()).group(1)
 
     def network_attempts(self) -> str:
         return self.net_log.read_text() if self.net_log.exists() else ""
@@ -105,7 +112,7 @@ def tiny_server(tmp_path_factory):
     from videogen.training.components import init_pipeline
 
     init_pipeline(str(tmp / "tiny"), config=os.path.join(REPO, "configs", "tiny.yaml"), seed=0)
-    server = Server(tmp, model=tmp / "tiny")
+    server = Server(tmp, model=tmp / "tiny", extra=("--max-upload-mb", "1"))
     yield server
     assert server.stop() == 0
 
@@ -263,3 +270,64 @@ def test_a_prompt_change_mid_stream_is_followed(tmp_path):
     colours = [nearest_colour(rgb) if present else None for rgb, present in zip(det.rgb, det.present)]
     assert colours[:8].count("red") >= 7, colours[:8]
     assert colours[-20:].count("blue") >= 18, colours[-20:]
+
+
+def test_uploads_over_the_size_limit_are_refused_with_a_message(page, tiny_server, tmp_path):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    big = tmp_path / "big.mp4"
+    big.write_bytes(os.urandom(2 * 2**20))  # the server takes at most 1 MB
+    open_page(page, tiny_server)
+    page.find_element("css selector", "#vg-upload input[type=file]").send_keys(str(big))
+    WebDriverWait(page, 60).until(lambda d: "maximum allowed size of 1.0 mb" in d.find_element("tag name", "body").text.lower())
+    assert "Traceback" not in page.find_element("tag name", "body").text
+
+
+def test_a_second_page_waits_in_the_queue_and_no_run_files_are_left(page, tiny_server, tmp_path):
+    """One generation at a time: a second page shows its place in the queue, then runs
+    when the first is stopped; the server keeps no run file of either afterwards."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    generate(page, tiny_server, "a red circle moving right", 2400)
+    WebDriverWait(page, 60, poll_frequency=0.1).until(lambda d: preview_src(d))
+    second = browser()
+    try:
+        generate(second, tiny_server, "a blue square moving left", 8)
+        WebDriverWait(second, 30, poll_frequency=0.1).until(
+            lambda d: "queue" in d.find_element("css selector", "#vg-preview").text.lower()
+            or "queue" in d.find_element("tag name", "body").text.lower())
+        assert not finished_file(second)
+        page.find_element("css selector", "#vg-stop").click()
+        video = decode(wait_finished(second, timeout=120), tmp_path)
+        assert video.shape[0] == 8
+    finally:
+        second.quit()
+    runs = os.path.join(tiny_server.workdir(), "runs")
+    assert os.path.isdir(runs) and os.listdir(runs) == []
+
+
+def test_the_api_takes_no_path_from_the_client(tiny_server, tmp_path):
+    """A request that names a file on the server as its upload, instead of uploading one, is
+    refused: only files the server received through its upload route are read."""
+    import uuid
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"not for the client")
+    session = uuid.uuid4().hex
+    upload = {"path": str(secret), "meta": {"_type": "gradio.FileData"}, "orig_name": "secret.png"}
+    body = json.dumps({"data": ["a red circle moving right", 8, 0, 2, 3.0, upload], "fn_index": 0,
+                       "session_hash": session, "event_data": None, "trigger_id": None}).encode()
+    request = urllib.request.Request(f"{tiny_server.url}/gradio_api/queue/join", data=body,
+                                     headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+    events = []
+    with urllib.request.urlopen(f"{tiny_server.url}/gradio_api/queue/data?session_hash={session}", timeout=60) as r:
+        for line in r:
+            if line.startswith(b"data:"):
+                events.append(json.loads(line[5:]))
+                if events[-1].get("msg") == "process_completed":
+                    break
+    done = events[-1]
+    assert done["msg"] == "process_completed" and not done["success"], done
+    assert "not for the client" not in json.dumps(events)
+    assert "was not uploaded by a user" in tiny_server.log_path.read_text()  # Gradio's own check refused it

@@ -118,7 +118,19 @@ def read_upload(path: Optional[str]):
                          f"({', '.join(VIDEO_TYPES)}), not '{ext or 'a file without extension'}'")
     from videogen.pipelines.init_frames import open_init_video, read_init_image
 
-    return [read_init_image(path)] if ext in IMAGE_TYPES else open_init_video(path)
+    try:
+        return [read_init_image(path)] if ext in IMAGE_TYPES else open_init_video(path)
+    except UsageError as err:
+        raise upload_error(err, path) from None
+
+
+def upload_error(err: UsageError, path: str) -> UsageError:
+    """The CLI's message about a file, said of the upload: its own name, not the server's
+    temporary path, and no command-line option."""
+    text = str(err).replace(f"'{path}'", f"'{os.path.basename(path)}'")
+    for option in ("--init-image ", "--init-video "):
+        text = text.replace(option, "the upload ")
+    return UsageError(text)
 
 
 @dataclass
@@ -185,8 +197,8 @@ class VideoApp:
         self.sessions.put(key, run)
         try:
             yield from self._stream(run, prompt, frames)
-        except UsageError as err:  # e.g. an upload that does not decode
-            raise gr.Error(str(err), print_exception=False) from None
+        except UsageError as err:  # e.g. an upload that stops decoding half-way
+            raise gr.Error(str(upload_error(err, upload) if upload else err), print_exception=False) from None
         finally:
             self.sessions.pop(key, run)
             close = getattr(stream, "close", None)
@@ -330,7 +342,8 @@ def _serve(settings: ServeSettings, workdir: str) -> None:
         _, url, _ = page.launch(server_name=settings.host, server_port=settings.port, share=False,
                                 prevent_thread_lock=True, max_file_size=f"{settings.max_upload_mb}mb",
                                 ssr_mode=False, theme=theme(), footer_links=[], quiet=True)
-        print(f"videogen serve: {url} (Ctrl-C stops)", flush=True)
+        print(f"videogen serve: {url} (Ctrl-C stops); temporary files in {os.path.dirname(app.workdir)}, "
+              "removed when it stops", flush=True)
         done.wait()
     finally:
         page.close()
