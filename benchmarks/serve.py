@@ -9,7 +9,11 @@ results/serve.png (RSS and time to the first preview, per generation).
 Bars (issue 20): generation at least the video's fps (it plays faster than real time);
 RSS flat over 20 generations.
 
-    python benchmarks/serve.py [--generations 20] [--frames 120] [--model DIR]
+    python benchmarks/serve.py [--generations 20] [--frames 120] [--model DIR] [--no-screenshots]
+
+It also drives the page in headless Chromium (Debian's package) and saves two
+screenshots for the README: results/serve_page_streaming.png (mid-stream, just after the
+prompt was changed) and results/serve_page_done.png.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import tempfile
 import time
 import urllib.request
 
-from _common import figure, write_report
+from _common import RESULTS, figure, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = ["a red circle moving right", "a blue square moving left", "a green triangle moving up",
@@ -68,11 +72,60 @@ def one_generation(client, prompt: str, frames: int) -> dict:
             "server_frames_per_s": rate, "video": bool(video)}
 
 
+def screenshots(url: str, directory: str) -> dict:
+    """Generate on the page, change the prompt half-way, screenshot mid-stream and at the end."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,860"):
+        options.add_argument(arg)
+    options.binary_location = shutil.which("chromium")
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+
+    def field(elem_id: str):
+        return driver.find_element("css selector", f"#{elem_id} input, #{elem_id} textarea")
+
+    def status() -> str:
+        found = driver.find_elements("css selector", "#vg-status")
+        return found[0].text if found else ""
+
+    def at_frame() -> int:
+        found = re.search(r"frame (\d+)/", status())
+        return int(found.group(1)) if found else 0
+
+    try:
+        driver.get(url)
+        WebDriverWait(driver, 60).until(lambda d: d.find_elements("css selector", "#vg-generate"))
+        field("vg-frames").clear()
+        field("vg-frames").send_keys("240")
+        driver.find_element("css selector", "#vg-generate").click()
+        WebDriverWait(driver, 120, poll_frequency=0.1).until(lambda d: at_frame() >= 40)
+        field("vg-new-prompt").send_keys("a blue square moving left")
+        driver.find_element("css selector", "#vg-steer-button").click()
+        WebDriverWait(driver, 120, poll_frequency=0.1).until(lambda d: at_frame() >= 90)
+        driver.execute_script("window.scrollTo(0, 0)")
+        streaming = os.path.join(directory, "serve_page_streaming.png")
+        driver.save_screenshot(streaming)
+        WebDriverWait(driver, 240, poll_frequency=0.2).until(
+            lambda d: d.find_elements("css selector", "#vg-video a[href]"))
+        driver.execute_script("window.scrollTo(0, 0)")
+        done = os.path.join(directory, "serve_page_done.png")
+        driver.save_screenshot(done)
+        return {"streaming": os.path.basename(streaming), "done": os.path.basename(done), "final_status": status()}
+    finally:
+        driver.quit()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generations", type=int, default=20)
     parser.add_argument("--frames", type=int, default=120)
     parser.add_argument("--model", default=None, help="pipeline directory (default: the embedded model)")
+    parser.add_argument("--no-screenshots", action="store_true", help="skip the Chromium screenshots")
     args = parser.parse_args()
 
     import psutil
@@ -90,6 +143,7 @@ def main() -> None:
                 runs.append(run)
                 print(f"{i:2d}: first preview {run['first_preview_s']:.2f} s, {run['server_frames_per_s']:.1f} "
                       f"frames/s, RSS {run['rss_mb']:.0f} MB", flush=True)
+            shots = None if args.no_screenshots else screenshots(url, RESULTS)
         finally:
             proc.send_signal(subprocess.signal.SIGINT)
             proc.wait(timeout=60)
@@ -106,6 +160,7 @@ def main() -> None:
         "rss_mb_first": rss[0], "rss_mb_last": rss[-1], "rss_mb_max": max(rss),
         # flat: the second half of the runs holds no more memory than the first half did
         "rss_growth_second_half_mb": round(max(rss[half:]) - max(rss[:half]), 1) if half else 0.0,
+        "screenshots": shots,
         "runs": runs,
     }
 

@@ -277,12 +277,14 @@ def build_page(app: VideoApp):
                 with gr.Row():
                     run = gr.Button("Generate", variant="primary", elem_id="vg-generate")
                     stop = gr.Button("Stop", elem_id="vg-stop")
-                new_prompt = gr.Textbox(label="Change the prompt while it streams", elem_id="vg-new-prompt")
-                steer = gr.Button("Change prompt", elem_id="vg-steer-button")
-                steered = gr.HTML(elem_id="vg-steered")
             with gr.Column():
                 preview = gr.HTML(label="Live preview", elem_id="vg-preview")
                 status = gr.HTML(elem_id="vg-status-box")
+                with gr.Row():
+                    new_prompt = gr.Textbox(label="Change the prompt while it streams", scale=3,
+                                            elem_id="vg-new-prompt")
+                    steer = gr.Button("Change prompt", scale=1, elem_id="vg-steer-button")
+                steered = gr.HTML(elem_id="vg-steered")
                 video = gr.File(label="Finished MP4", elem_id="vg-video")
 
         def generate(p, f, s, st, g, u, request: gr.Request):
