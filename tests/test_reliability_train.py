@@ -175,3 +175,19 @@ def test_damage_finds_a_file_cut_short(two_checkpoints, tmp_path, name, sizes):
         assert damage(str(ckpt)) is None
     cut_in_half(ckpt / name)
     assert damage(str(ckpt)).startswith(name)
+
+
+def test_a_packed_then_unpacked_checkpoint_stays_intact(two_checkpoints, tmp_path):
+    """scripts/pack_checkpoint.py rewrites the optimizer's file: the recorded sizes follow it."""
+    import shutil
+    import subprocess
+    import sys
+
+    ckpt = tmp_path / "checkpoint-000003"
+    shutil.copytree(two_checkpoints / "checkpoint-000003", ckpt)
+    for action, name in (("pack", "optimizer.safetensors"), ("unpack", "optimizer.bin")):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "pack_checkpoint.py"), action, str(ckpt)],
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        files = json.loads((ckpt / "trainer_state.json").read_text())["files"]
+        assert files[name] == os.path.getsize(ckpt / name) and damage(str(ckpt)) is None
