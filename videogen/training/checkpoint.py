@@ -3,8 +3,11 @@ all, the last K kept, found again on resume, and read back without running any c
 
 A checkpoint holds what `accelerator.save_state` writes (model.safetensors, optimizer.bin,
 scheduler.bin, random_states_R.pkl; under FSDP its sharded layout), the task's own files
-(the DiT's ema.safetensors), config.json, and trainer_state.json ({"step", "time"}),
-written last: a folder without it is not a checkpoint. It is written into a temporary
+(the DiT's ema.safetensors), config.json, and trainer_state.json ({"step", "time",
+"files": the size of every other file}), written last: a folder without it is not a
+checkpoint, and one whose files are missing or cut short (`damage`) is not resumed:
+`--resume latest` takes the newest intact one and says which it skipped. A resume whose
+config sets the model otherwise than the checkpoint's config.json is refused by key. It is written into a temporary
 sibling (`videogen.utils.atomic`) and renamed into place, so a run killed mid-write leaves
 the previous checkpoint intact.
 
