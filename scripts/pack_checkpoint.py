@@ -10,7 +10,8 @@ EMA moved to its own `ema.safetensors`, the EMA weights, kept exact; a resume re
 step from trainer_state.json and never opens them). `unpack` writes the pickles back
 where a resume reads them. The model's own weights (`model.safetensors`,
 `ema.safetensors`) stay as they are; the RNG states and the LR scheduler (small, no
-tensors of weights) too. Every pickle is read with weights_only=True: one that names
+tensors of weights) too; the file sizes trainer_state.json records are updated to match.
+Every pickle is read with weights_only=True: one that names
 anything but tensors and numbers is refused, not run.
 
 Why bfloat16 moments: the training state is committed once a session and the commits of a
@@ -81,6 +82,18 @@ def _replace(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
+def _record(ckpt: Path, removed: Path, written: Path) -> None:
+    """Keep the file sizes trainer_state.json records (a resume checks them) true to the
+    files now there: one more converted file."""
+    state_file = ckpt / "trainer_state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if not isinstance(state.get("files"), dict):
+        return  # written before the sizes were recorded
+    state["files"].pop(removed.name, None)
+    state["files"][written.name] = written.stat().st_size
+    _replace(state_file, lambda tmp: tmp.write_text(json.dumps(state)))
+
+
 def pack(ckpt: Path) -> list:
     """Convert the checkpoint's tensor pickles to safetensors; returns the files written."""
     written = []
@@ -91,6 +104,7 @@ def pack(ckpt: Path) -> list:
         dst = src.with_suffix(".safetensors")
         _replace(dst, lambda tmp: save_file(tensors, str(tmp), metadata={STRUCT: json.dumps(skeleton)}))
         src.unlink()
+        _record(ckpt, src, dst)
         written.append(dst)
     return written
 
@@ -105,6 +119,7 @@ def unpack(ckpt: Path) -> list:
         dst = src.with_suffix(".bin" if src.name.startswith("optimizer") else ".pkl")
         _replace(dst, lambda tmp: torch.save(obj, tmp))
         src.unlink()
+        _record(ckpt, src, dst)
         written.append(dst)
     return written
 

@@ -9,6 +9,9 @@ Calling the pipeline yields RGB frames as soon as each is final, so callers can 
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import math
 import os
 import shutil
 import signal
@@ -28,7 +31,10 @@ from videogen.diffusion.sampler import SWITCH_MODES, parse_prompt_schedule
 from videogen.pipelines.stream import DEFAULT_RING, DEFAULT_SWITCH, StreamSession
 from videogen.data.video_io import default_mode
 
+logger = logging.getLogger("videogen")
+
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_model")
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
@@ -181,10 +187,27 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
     if missing:
         raise UsageError(f"model directory '{model}' is incomplete (missing {', '.join(missing)}); "
                          "re-save it with `videogen init-model` or `videogen train`")
+    index = os.path.join(model, "model_index.json")
+    try:
+        with open(index) as f:
+            settings = json.load(f)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot read '{index}' ({err}); re-save the model with `videogen init-model` "
+                         "or `videogen train`") from None
+    fps = settings.get("fps", 8) if isinstance(settings, dict) else None
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (math.isfinite(fps) and fps > 0):
+        raise UsageError(f"'{index}' sets fps to {fps!r}: it must be a positive number; set \"fps\" there to the "
+                         "frame rate the model was trained at, e.g. 8")
+    for part in COMPONENTS:  # weights as safetensors only: a pickle can run code when it is loaded
+        names = os.listdir(os.path.join(model, part)) if os.path.isdir(os.path.join(model, part)) else []
+        pickles = sorted(n for n in names if n.endswith(PICKLE_WEIGHTS))
+        if pickles and not any(n.endswith(".safetensors") for n in names):
+            raise UsageError(f"'{os.path.join(model, part)}' holds its weights as a pickle ({pickles[0]}), which "
+                             "videogen does not load: re-save it with save_pretrained(DIR, safe_serialization=True)")
     import videogen.model  # noqa: F401  the old module path, named by pipelines saved before the package layout
 
     try:  # load as saved (float32) and cast after: the dtype keyword differs across diffusers versions
-        pipe = VideoGenPipeline.from_pretrained(model, local_files_only=True)
+        pipe = VideoGenPipeline.from_pretrained(model, local_files_only=True, use_safetensors=True)
     except (OSError, ValueError, KeyError) as err:
         raise UsageError(f"cannot load model directory '{model}': {str(err).splitlines()[0]}") from None
     pipe.set_progress_bar_config(disable=True)
@@ -214,6 +237,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     from transformers.utils import logging as transformers_logging
 
     from videogen.data.video_io import open_writer
+    from videogen.utils.atomic import remove_stale_temps
 
     diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
     transformers_logging.disable_progress_bar()
@@ -227,16 +251,20 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         raise UsageError(f"--frames must be at least 1, not {frames}")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be at least 1, not {steps}")
-    if guidance is not None and guidance < 0:
-        raise UsageError(f"--guidance must be >= 0, not {guidance}")
-    if context_noise is not None and not 0 <= context_noise < 1:
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise UsageError(f"--guidance must be a finite number >= 0, not {guidance}")
+    if context_noise is not None and not (math.isfinite(context_noise) and 0 <= context_noise < 1):
         raise UsageError(f"--context-noise must be in [0, 1), not {context_noise}")
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf must be in 0..51, not {crf}")
     if fps is not None and fps < 1:
         raise UsageError(f"--fps must be at least 1, not {fps}")
     if prompt_schedule:
-        parse_prompt_schedule(prompt_schedule)
+        late = [(start, text) for start, text in parse_prompt_schedule(prompt_schedule) if start >= frames]
+        if late:
+            raise UsageError(f"--prompt-schedule entry '{late[0][0]}:{late[0][1]}' starts past the {frames} new "
+                             f"frames of --frames (0..{frames - 1}): the schedule counts new frames, after any "
+                             "init frames; start it earlier or raise --frames")
     if switch not in SWITCH_MODES:
         raise UsageError(f"unknown --switch '{switch}': use {' or '.join(SWITCH_MODES)}")
     if recommit_frames < 1:
@@ -247,6 +275,11 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         if threads < 1:
             raise UsageError(f"--threads must be at least 1, not {threads}")
         torch.set_num_threads(threads)
+    folder, name = os.path.split(os.path.abspath(output))
+    stale = remove_stale_temps(folder, [name])  # a killed run's; only this output's
+    if stale:
+        logger.warning("removed %s: temporary file%s of %s that a killed run left", ", ".join(sorted(stale)),
+                       "s" if len(stale) > 1 else "", name)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
         writer.fps = fps or pipe.config.fps
@@ -277,19 +310,22 @@ def open_init_frames(init_video: Optional[str], init_image: Optional[str]) -> Op
 
 @contextlib.contextmanager
 def interrupt_between_frames():
-    """Ctrl-C stops generation at the next frame boundary; a second Ctrl-C stops at once.
+    """Ctrl-C (SIGINT), SIGTERM or SIGHUP stops generation at the next frame boundary; a
+    second one stops at once.
 
-    Yields `check()`, which raises KeyboardInterrupt once Ctrl-C was pressed. A signal that
+    Yields `check()`, which raises KeyboardInterrupt once a signal came. A signal that
     lands inside the MP4 muxer or a torch kernel can leave it in a state the clean-up then
-    waits on; deferred to a boundary, the writer drops its temporary file cleanly. (Off the
-    main thread, where Python delivers no signals, `check` does nothing.)
+    waits on; deferred to a boundary, the writer drops its temporary file cleanly, and the
+    file at the output path stays as it was. (SIGTERM and SIGHUP would otherwise end the
+    process on the spot, leaving the temporary file. Off the main thread, where Python
+    delivers no signals, `check` does nothing.)
     """
     if threading.current_thread() is not threading.main_thread():
         yield lambda: None
         return
     pressed = []
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if pressed:
             raise KeyboardInterrupt
         pressed.append(signum)
@@ -298,8 +334,10 @@ def interrupt_between_frames():
         if pressed:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    signums = [getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    previous = {signum: signal.signal(signum, on_signal) for signum in signums}
     try:
         yield check
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -3,8 +3,11 @@ all, the last K kept, found again on resume, and read back without running any c
 
 A checkpoint holds what `accelerator.save_state` writes (model.safetensors, optimizer.bin,
 scheduler.bin, random_states_R.pkl; under FSDP its sharded layout), the task's own files
-(the DiT's ema.safetensors), config.json, and trainer_state.json ({"step", "time"}),
-written last: a folder without it is not a checkpoint. It is written into a temporary
+(the DiT's ema.safetensors), config.json, and trainer_state.json ({"step", "time",
+"files": the size of every other file}), written last: a folder without it is not a
+checkpoint, and one whose files are missing or cut short (`damage`) is not resumed:
+`--resume latest` takes the newest intact one and says which it skipped. A resume whose
+config sets the model otherwise than the checkpoint's config.json is refused by key. It is written into a temporary
 sibling (`videogen.utils.atomic`) and renamed into place, so a run killed mid-write leaves
 the previous checkpoint intact.
 
@@ -25,8 +28,10 @@ import os
 import pickle
 import random
 import re
+import struct
 import sys
 import time
+import zipfile
 from typing import Callable, Optional
 
 import numpy as np
@@ -81,6 +86,89 @@ def checkpoint_step(path: str) -> int:
         raise UsageError(f"checkpoint '{path}' has no readable {STATE_FILE} ({err}); pass another checkpoint") from None
 
 
+def check_same_config(path: str, keys: dict) -> None:
+    """Refuse to resume `path` when its config.json sets any of `keys` ({"model.dim": 32, ...},
+    what fixes the trained weights) otherwise: one line naming each, before any weight is read.
+    Keys its config.json lacks (older layouts) are left to the weights' shapes."""
+    try:
+        with open(os.path.join(path, CONFIG_FILE)) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return
+    differ = []
+    for key, value in keys.items():
+        section, name = key.split(".", 1)
+        there = saved.get(section) if isinstance(saved, dict) else None
+        if isinstance(there, dict) and name in there and there[name] != value:
+            differ.append(f"{key}={there[name]!r} there, {value!r} here")
+    if differ:
+        raise UsageError(f"cannot resume '{path}': it was trained with another model config ({'; '.join(differ)}); "
+                         f"resume with the config it was trained with (its {CONFIG_FILE}), or start a new run in "
+                         "another train.output_dir")
+
+
+def file_sizes(folder: str) -> dict:
+    """{relative path: bytes} of every file under `folder`: trainer_state.json records them."""
+    sizes = {}
+    for root, _, names in os.walk(folder):
+        for name in names:
+            path = os.path.join(root, name)
+            sizes[os.path.relpath(path, folder)] = os.path.getsize(path)
+    return sizes
+
+
+def damage(path: str) -> Optional[str]:
+    """Why the checkpoint folder `path` cannot be resumed (a file missing, cut short or not
+    whole), or None when it is intact: the sizes trainer_state.json recorded, then the
+    structure of each safetensors and torch pickle (checkpoints before the sizes were kept)."""
+    try:
+        with open(os.path.join(path, STATE_FILE)) as f:
+            state = json.load(f)
+        int(state["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"its {STATE_FILE} is unreadable"
+    for name, size in (state.get("files") or {}).items():
+        file = os.path.join(path, name)
+        if not os.path.isfile(file):
+            return f"{name} is missing"
+        if os.path.getsize(file) != size:
+            return f"{name} is {os.path.getsize(file)} bytes, not the {size} written: cut short or changed"
+    for name in sorted(os.listdir(path)):
+        problem = _file_damage(os.path.join(path, name))
+        if problem:
+            return f"{name} {problem}"
+    return None
+
+
+def _file_damage(file: str) -> Optional[str]:
+    """A safetensors file must end where its header says; a torch.save file is a zip archive,
+    whose directory sits at its end (a cut-short one has none)."""
+    if file.endswith(".safetensors"):
+        size = os.path.getsize(file)
+        try:
+            with open(file, "rb") as f:
+                (length,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(length)) if 8 + length <= size else None
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error):
+            return "has no readable safetensors header"
+        if 8 + length + end != size:
+            return f"is {size} bytes, but its header describes {8 + length + end}: cut short"
+    elif file.endswith((".bin", ".pkl", ".pt")) and os.path.isfile(file):
+        try:
+            zipfile.ZipFile(file).close()
+        except (OSError, zipfile.BadZipFile):
+            return "is not a whole torch.save archive: cut short"
+    return None
+
+
+def last_intact(output_dir: str) -> Optional[str]:
+    for _, path in reversed(list_checkpoints(output_dir)):
+        if damage(path) is None:
+            return path
+    return None
+
+
 def load_weights(path: str, which: str = "ema") -> dict:
     """The weights of a checkpoint folder: which="ema" (ema.safetensors, the DiT's average)
     or "model" (model.safetensors, the raw weights; a VAE run's `Reconstruction`, keys `vae.*`)."""
@@ -92,7 +180,12 @@ def load_weights(path: str, which: str = "ema") -> dict:
     if not os.path.isfile(file):
         hint = " (a run with train.ema_decay=0 keeps none: use which='model')" if which == "ema" else ""
         raise UsageError(f"'{path}' holds no {WEIGHT_FILES[which]}{hint}; pass a checkpoint-NNNNNN folder of a run")
-    return load_file(file)
+    try:
+        return load_file(file)
+    except Exception as err:  # safetensors' own error type, across versions
+        if isinstance(err, (MemoryError, KeyboardInterrupt)):
+            raise
+        raise UsageError(f"'{file}' is corrupt ({str(err).splitlines()[0][:120]}); use another checkpoint") from None
 
 
 def safe_load(path: str, map_location="cpu"):
@@ -130,15 +223,35 @@ class CheckpointManager:
         if resume is None:
             return None
         if resume == "latest":
-            found = self.list()
-            if not found:
-                logger.info("--resume latest: no complete checkpoint in %s yet; starting from step 0", self.output_dir)
-                return None
-            return found[-1][1]
+            return self._latest_intact()
         if not is_checkpoint(resume):
             raise UsageError(f"--resume '{resume}' is not a complete checkpoint directory (no {STATE_FILE}); "
                              f"pass one of {self.output_dir}/{PREFIX}* or 'latest'")
+        problem = damage(resume)
+        if problem:
+            intact = last_intact(os.path.dirname(os.path.abspath(resume)))
+            hint = (f"the last intact checkpoint is {intact}: pass --resume {intact}" if intact
+                    else "no checkpoint beside it is intact: start a new run in another train.output_dir")
+            raise UsageError(f"checkpoint '{resume}' is damaged ({problem}); {hint}")
         return resume
+
+    def _latest_intact(self) -> Optional[str]:
+        """The newest checkpoint that is intact; the damaged ones after it are named in one log line."""
+        found = self.list()
+        if not found:
+            logger.info("--resume latest: no complete checkpoint in %s yet; starting from step 0", self.output_dir)
+            return None
+        skipped = []
+        for _, path in reversed(found):
+            problem = damage(path)
+            if problem is None:
+                if skipped:
+                    logger.warning("--resume latest: skipped %s; resuming from %s", "; ".join(skipped),
+                                   os.path.basename(path))
+                return path
+            skipped.append(f"{os.path.basename(path)} (damaged: {problem})")
+        raise UsageError(f"no intact checkpoint in {self.output_dir}: {'; '.join(skipped)}; start a new run in "
+                         "another train.output_dir")
 
     def remove_stale_temps(self) -> None:
         """Tidy up after a killed run (main process): finish a checkpoint that was complete
@@ -169,14 +282,16 @@ class CheckpointManager:
         broadcast_object_list(tmp)  # every rank writes its RNG state into the same folder
         tmp = tmp[0]
         acc.save_state(tmp)
+        acc.wait_for_everyone()  # every rank's files are in before their sizes are recorded
         if acc.is_main_process:
             if extra is not None:
                 extra(tmp)
             with open(os.path.join(tmp, CONFIG_FILE), "w") as f:
                 json.dump(config, f, indent=1)
             _maybe_hang(step, tmp)
+            state = {"step": step, "time": time.time(), "files": file_sizes(tmp)}
             with open(os.path.join(tmp, STATE_FILE), "w") as f:
-                json.dump({"step": step, "time": time.time()}, f)
+                json.dump(state, f)
         acc.wait_for_everyone()
         if acc.is_main_process:
             replace_into(tmp, final)  # over a checkpoint of this step that an earlier try of the run wrote

@@ -10,6 +10,7 @@ that both trainers share. Every default makes a working tiny model.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from typing import Optional
@@ -32,6 +33,15 @@ def at_least(section: str, minimum: int, **values) -> None:
         if value < minimum:
             hint = " (0 disables it)" if minimum == 0 else ""
             raise UsageError(f"{section}.{name} must be >= {minimum}{hint}, not {value}")
+
+
+def finite(section: str, **values) -> None:
+    """Each value a finite number (a list: each item): inf or nan would train NaN weights,
+    and only at the first step; caught here, before any work."""
+    for name, value in values.items():
+        items = value if isinstance(value, (list, tuple)) else [value]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in items):
+            raise UsageError(f"{section}.{name} must be a finite number{'s' if items is value else ''}, not {value}")
 
 
 @dataclass
@@ -57,10 +67,13 @@ class LoopConfig:
     log_with: Optional[str] = None  # tensorboard | wandb | None; log.jsonl is always written
 
     def __post_init__(self):
+        finite("train", lr=self.lr, weight_decay=self.weight_decay, adam_betas=list(self.adam_betas),
+               grad_clip=self.grad_clip)
         at_least("train", 1, batch_size=self.batch_size, grad_accum=self.grad_accum, max_steps=self.max_steps,
                  keep_checkpoints=self.keep_checkpoints, log_every=self.log_every)
         at_least("train", 0, checkpoint_every=self.checkpoint_every, stop_at_step=self.stop_at_step,
-                 warmup_steps=self.warmup_steps, grad_clip=self.grad_clip)
+                 warmup_steps=self.warmup_steps, grad_clip=self.grad_clip,
+                 weight_decay=self.weight_decay)
         if not self.lr > 0:
             raise UsageError(f"train.lr must be positive, not {self.lr}")
         if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
@@ -94,6 +107,9 @@ class TrainConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        finite("train", ema_decay=self.ema_decay, caption_dropout=self.caption_dropout,
+               t_logit_mean=self.t_logit_mean, t_logit_std=self.t_logit_std, t_shift=self.t_shift,
+               teacher_forcing=self.teacher_forcing, frame_positions_lr_mult=self.frame_positions_lr_mult)
         at_least("train", 1, sample_frames=self.sample_frames)
         at_least("train", 0, sample_every=self.sample_every)
         if not 0 <= self.caption_dropout < 1:
@@ -174,6 +190,7 @@ class VAELossConfig:
 
     def __post_init__(self):
         weights = asdict(self)
+        finite("loss", **weights)
         if any(v < 0 for v in weights.values()) or self.l1 + self.mse == 0:
             raise UsageError(f"loss weights must be >= 0 with loss.l1 or loss.mse positive, not {weights}")
 
@@ -216,6 +233,8 @@ class VAETrainConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.init_logvar is not None:
+            finite("train", init_logvar=self.init_logvar)
         at_least("train", 1, eval_clips=self.eval_clips, eval_batch=self.eval_batch, stats_clips=self.stats_clips)
         at_least("train", 0, eval_every=self.eval_every, freeze_encoder_at=self.freeze_encoder_at,
                  eval_long_clips=self.eval_long_clips)

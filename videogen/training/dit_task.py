@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+from dataclasses import asdict
 from typing import Optional
 
 import torch
@@ -106,6 +107,11 @@ class DiTTask(Task):
 
     def outputs(self) -> list:
         return [(os.path.join(self.t.output_dir, "pipeline"), "model_index.json", "pipeline")]
+
+    def architecture(self) -> dict:
+        if self.t.init_from:  # the transformer comes from that pipeline, but for its frame positions
+            return {"model.frame_positions": self.cfg.model.frame_positions}
+        return {f"model.{key}": value for key, value in asdict(self.cfg.model).items()}
 
     def build(self, accelerator, start_step: int) -> tuple:
         from accelerate.utils import DistributedType

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 
 from videogen.errors import UsageError
-from videogen.training.checkpoint import CheckpointManager, checkpoint_step
+from videogen.training.checkpoint import CheckpointManager, check_same_config, checkpoint_step
 from videogen.training.logs import LOG_FILE, JsonlLog, hparams, setup_logging, tracker
 from videogen.training.run_dir import check_replaceable, prepare_run_dir
 
@@ -46,6 +46,11 @@ class Task:
         """(model, optimizer, scheduler), prepared by the accelerator; `start_step` is the
         step the run resumes at (0 when new)."""
         raise NotImplementedError
+
+    def architecture(self) -> dict:
+        """The config keys that fix the trained weights ({"model.dim": 128, ...}): a resume
+        whose checkpoint set them otherwise is refused before any weight is read."""
+        return {}
 
     def save_extra(self, directory: str) -> None:
         """Write the task's own files into a checkpoint being written (main process)."""
@@ -196,6 +201,8 @@ class Trainer:
         from accelerate.utils import set_seed
 
         self.step = checkpoint_step(resume_dir) if resume_dir else 0
+        if resume_dir:
+            check_same_config(resume_dir, self.task.architecture())
         set_seed(self.t.seed)  # the same initial weights on every rank
         model, optimizer, scheduler = self.task.build(self.accelerator, self.step)
         if resume_dir:
@@ -212,23 +219,25 @@ class Trainer:
                    disable=not acc.is_local_main_process, dynamic_ncols=True)
         window, loss, started = Window(acc.device), None, time.time()
         end = min(t.max_steps, t.stop_at_step or t.max_steps)
-        while self.step < end:
-            if self.task.before_step(self.step):
-                self._checkpoint()
-                break
-            metrics, grad_norm = self._optimizer_step(model, optimizer, scheduler)
-            window.add(metrics)
-            self.task.after_optimizer_step()
-            self.step += 1
-            bar.update(1)
-            if self.step % t.log_every == 0 or self.step == end:
-                loss = self._log(window, scheduler, grad_norm, log, bar, started)
-            paused = time.time()
-            self.task.after_step(self.step, last=self.step == end)
-            if t.checkpoint_every and (self.step % t.checkpoint_every == 0 or self.step == end):
-                self._checkpoint()
-            window.tick += time.time() - paused  # s_per_step counts training, not eval or checkpoints
-        bar.close()
+        try:  # closed on the way out of an error too: its message then starts a line of its own
+            while self.step < end:
+                if self.task.before_step(self.step):
+                    self._checkpoint()
+                    break
+                metrics, grad_norm = self._optimizer_step(model, optimizer, scheduler)
+                window.add(metrics)
+                self.task.after_optimizer_step()
+                self.step += 1
+                bar.update(1)
+                if self.step % t.log_every == 0 or self.step == end:
+                    loss = self._log(window, scheduler, grad_norm, log, bar, started)
+                paused = time.time()
+                self.task.after_step(self.step, last=self.step == end)
+                if t.checkpoint_every and (self.step % t.checkpoint_every == 0 or self.step == end):
+                    self._checkpoint()
+                window.tick += time.time() - paused  # s_per_step counts training, not eval or checkpoints
+        finally:
+            bar.close()
         return loss
 
     def _optimizer_step(self, model, optimizer, scheduler) -> tuple:
@@ -238,6 +247,8 @@ class Trainer:
         for micro in range(t.grad_accum):
             with acc.accumulate(model):
                 metrics.append(self.task.forward_backward(self.step, micro))
+                if acc.sync_gradients:
+                    self._stop_if_not_finite(metrics)
                 if acc.sync_gradients and t.grad_clip > 0:
                     grad_norm = acc.clip_grad_norm_(model.parameters(), t.grad_clip)
                 optimizer.step()  # accelerate skips these until the last micro-batch
@@ -245,6 +256,20 @@ class Trainer:
                 optimizer.zero_grad(set_to_none=True)
         assert acc.sync_gradients, "an optimizer step must end every grad_accum micro-batches"
         return metrics, grad_norm
+
+    def _stop_if_not_finite(self, metrics: list) -> None:
+        """Before the optimizer step: a nan or inf loss on any rank ends the run here, so no
+        NaN weights reach a checkpoint or the export. One reduce (and sync) per step."""
+        local = torch.stack([m["loss"].detach().float().sum() for m in metrics]).sum()
+        bad = self.accelerator.reduce((~torch.isfinite(local)).float().reshape(1), reduction="sum")
+        if bad.item() == 0:
+            return
+        done = self.checkpoints.list()
+        kept = (f"the last good checkpoint is {done[-1][1]} (step {done[-1][0]})" if done
+                else "no checkpoint was written yet")
+        raise UsageError(f"the loss is not finite at step {self.step + 1} (nan or inf); training stopped there and "
+                         f"wrote nothing more: {kept}. Lower train.lr, keep train.grad_clip on, or check the data, "
+                         "then --resume latest")
 
     def _log(self, window: Window, scheduler, grad_norm, log: JsonlLog, bar, started: float) -> float:
         means = window.means(self.accelerator)

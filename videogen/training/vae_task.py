@@ -161,6 +161,9 @@ class VAETask(Task):
     def outputs(self) -> list:
         return [(export_dir_of(self.cfg), "config.json", "VAE export")]
 
+    def architecture(self) -> dict:
+        return {f"vae.{key}": value for key, value in dataclasses.asdict(self.cfg.vae).items()}
+
     def build(self, accelerator, start_step: int) -> tuple:
         self.acc = accelerator
         model = build_model(self.cfg, start_step)
