@@ -88,6 +88,22 @@ def check_replaceable(path: str, fix: str = "choose another path") -> None:
         raise UsageError(f"cannot replace '{path}': it belongs to another user in a sticky folder; {fix}")
 
 
+def check_output(path: str, fix: str = "choose another path") -> None:
+    """Before long work that ends in writing `path` (through atomic_path): the checks that
+    writing will make, now. A missing folder is fine (it is made then) if its nearest
+    existing ancestor is a folder."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write to '{path}': it is a directory; {fix}")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write to '{path}': '{parent}' is a file, not a folder; {fix}")
+    if parent == os.path.dirname(path):
+        discard(temp_sibling(path, make_parents=False, fix=fix))
+
+
 def is_temp_of(name: str, target: str) -> bool:
     """Whether the file name `name` is a temporary sibling made for the file name `target`."""
     return name.startswith(f".{target}{TEMP_MARK}")
