@@ -68,13 +68,14 @@ def _check_utf8(args, *names: str) -> None:
     encoding, a file name pasted in) reach Python as lone surrogates, which the tokenizer
     and every file we write would choke on, later and with a traceback."""
     for name in names:
-        text = getattr(args, name, None)
+        text = getattr(args, name, None) or ""
         try:
-            text is None or text.encode("utf-8")
+            text.encode("utf-8")
         except UnicodeEncodeError as err:
             what = "the prompt" if name == "prompt" else f"--{name.replace('_', '-')}"
-            byte = ord(text[err.start]) - 0xDC00
-            raise UsageError(f"{what} is not valid UTF-8 (byte 0x{byte:02x} at character {err.start + 1}); "
+            code = ord(text[err.start])  # U+DC80..U+DCFF: the undecodable byte, escaped
+            bad = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
+            raise UsageError(f"{what} is not valid UTF-8 ({bad} at character {err.start + 1}); "
                              "type it in a UTF-8 terminal (check the locale: LANG=C.UTF-8)") from None
 
 
