@@ -6,8 +6,8 @@ centre-cropped to `size`, as a (3, F, H, W) float tensor in [-1, 1], with its ca
 
 Bad data never stops a run: a missing file, an empty caption, an unreadable video or a
 clip too short is skipped with a warning naming the file, counted by reason, and
-replaced by the next good item; `report()` summarises. Only a manifest with no good
-item at all is an error (UsageError).
+replaced by a good item drawn at random (seeded: the same in every worker);
+`report()` summarises. Only a manifest with no good item at all is an error (UsageError).
 
 Cached latents (`videogen cache`) are read by data/latent_cache.py instead.
 """
@@ -122,8 +122,7 @@ class VideoTextDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         skipped = []
-        for attempt in range(len(self.entries)):
-            j = (index + attempt) % len(self.entries)
+        for j in self._candidates(index):
             if j in self._bad:
                 continue
             try:
@@ -137,6 +136,23 @@ class VideoTextDataset(Dataset):
             item["skipped"] = skipped
             return item
         raise UsageError(self._nothing_usable())
+
+    def _candidates(self, index: int):
+        """`index`, then random others drawn from (seed, epoch, index), then all in turn.
+
+        Random, so that a bad item's slots go to many items rather than always to its
+        neighbour (which would then be seen twice as often); seeded, so that every worker
+        and a resumed run make the same picks; all in turn last, so that a good item is
+        found whenever one exists.
+        """
+        yield index
+        rng = random.Random(f"replace-{self.seed}-{self.epoch}-{index}")
+        n = len(self.entries)
+        for _ in range(min(n, 16)):
+            yield rng.randrange(n)
+        start = rng.randrange(n)
+        for k in range(n):
+            yield (start + k) % n
 
     def try_load(self, index: int) -> Optional[dict]:
         """Item `index` itself, or None (recorded in `skips`) when it is unusable: no replacement."""

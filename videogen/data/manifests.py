@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from videogen.errors import UsageError
+from videogen.utils.textfile import read_utf8, utf8_lines
 
 logger = logging.getLogger("videogen")
 
@@ -56,14 +58,41 @@ def _resolve(root: str, video: str) -> str:
     return video if os.path.isabs(video) else os.path.normpath(os.path.join(root, video))
 
 
+def read_csv_rows(path: str) -> list:
+    """(line, {column: value}) of each non-blank row of a CSV file (UTF-8, see utils/textfile).
+
+    A row must stay on one line: a quote left open would otherwise swallow the rows after
+    it into one caption, silently, so that is a UsageError naming the line.
+    """
+    reader = csv.reader(io.StringIO(read_utf8(path), newline=""), strict=True)
+    header, rows = None, []
+    while True:
+        start = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return rows
+        except csv.Error as err:
+            raise UsageError(f"'{path}' line {start}: {err}; check the quotes on that line (a quote inside "
+                             "a quoted caption is written twice)") from None
+        if reader.line_num > start:
+            raise UsageError(f"'{path}' line {start}: a quote opened on this line closes only on line "
+                             f"{reader.line_num}; close it, or quote the whole caption on one line")
+        if header is None:
+            header = [name.strip() for name in row]
+            rows.append((start, header))
+        elif row:
+            rows.append((start, dict(zip(header, row))))
+
+
 def _read_csv(path: str):
     root = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames or not {"video", "caption"} <= set(reader.fieldnames):
-            raise UsageError(f"'{path}' must have the columns video,caption; it has {reader.fieldnames}")
-        rows = [(reader.line_num, row) for row in reader]
-    entries = [Entry(_resolve(root, row["video"]), (row["caption"] or "").strip(), f"{path}:{line}")
+    rows = read_csv_rows(path)
+    fieldnames = rows[0][1] if rows else None
+    if not fieldnames or not {"video", "caption"} <= set(fieldnames):
+        raise UsageError(f"'{path}' must have the columns video,caption; it has {fieldnames}")
+    rows = rows[1:]
+    entries = [Entry(_resolve(root, row["video"]), (row.get("caption") or "").strip(), f"{path}:{line}")
                for line, row in rows if row["video"]]
     bad = [(f"{path}:{line}", "bad_entry", "no video path") for line, row in rows if not row["video"]]
     return entries, bad
@@ -72,27 +101,25 @@ def _read_csv(path: str):
 def _read_jsonl(path: str):
     root = os.path.dirname(os.path.abspath(path))
     entries, bad = [], []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{line_no}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                bad.append((where, "bad_entry", f"not JSON ({err.msg})"))
-                continue
-            if not isinstance(row, dict) or not isinstance(row.get("video"), str):
-                bad.append((where, "bad_entry", 'needs {"video": "...", "caption": "..."}'))
-                continue
-            entries.append(Entry(_resolve(root, row["video"]), str(row.get("caption") or "").strip(), where))
+    for line_no, line in enumerate(utf8_lines(path), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_no}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            bad.append((where, "bad_entry", f"not JSON ({err.msg})"))
+            continue
+        if not isinstance(row, dict) or not isinstance(row.get("video"), str):
+            bad.append((where, "bad_entry", 'needs {"video": "...", "caption": "..."}'))
+            continue
+        entries.append(Entry(_resolve(root, row["video"]), str(row.get("caption") or "").strip(), where))
     return entries, bad
 
 
 def _read_prompts_videos(root: str):
     def lines(name):
-        with open(os.path.join(root, name), encoding="utf-8") as f:
-            out = [line.rstrip("\n") for line in f]
+        out = utf8_lines(os.path.join(root, name))
         while out and not out[-1].strip():  # a trailing blank line is not a clip
             out.pop()
         return out

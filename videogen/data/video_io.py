@@ -349,7 +349,8 @@ class _AtomicWriter:
 
 
 class Mp4Writer(_AtomicWriter):
-    """Stream frames into an H.264 MP4 (libx264, yuv420p, constant quality `crf`).
+    """Stream frames into an H.264 MP4 (libx264, yuv420p, constant quality `crf`); the same
+    frames give the same bytes.
 
     yuv420p needs even sizes, so an odd height or width is padded by one pixel on the
     bottom or right edge (repeating the edge), and that is logged once per file.
@@ -369,7 +370,10 @@ class Mp4Writer(_AtomicWriter):
         self._stream = self._container.add_stream("libx264", rate=rate)
         self._stream.height, self._stream.width = height, width
         self._stream.pix_fmt = "yuv420p"
-        self._stream.options = {"crf": str(self.crf)}
+        # x264's macroblock-tree rate control (its float SIMD path) made the same frames give
+        # differing bytes in 6 of 15 single-threaded encodes in one process under load;
+        # without it (or without asm) every encode matched: benchmarks/mp4_determinism.py.
+        self._stream.options = {"crf": str(self.crf), "x264-params": "mbtree=0"}
 
     def _add(self, frame: np.ndarray) -> None:
         import av

@@ -8,11 +8,11 @@ the dataset's captions.
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from pathlib import Path
 
+from videogen.data.manifests import read_csv_rows
 from videogen.data.shapes import parse_prompt
 from videogen.data.video_io import VideoReadError
 from videogen.errors import UsageError
@@ -21,6 +21,7 @@ from videogen.evaluation.model_scores import ClipScorer, DinoScorer
 from videogen.evaluation.report import format_shapes_table, format_table, plot_curves
 from videogen.evaluation.shapes_scorer import aggregate
 from videogen.utils import atomic
+from videogen.utils.textfile import utf8_lines
 
 VIDEO_EXTENSIONS = (".mp4", ".gif", ".mov", ".mkv", ".avi", ".webm")
 PLOT_EXTENSIONS = (".png", ".pdf", ".svg")
@@ -37,8 +38,8 @@ def expand_inputs(paths: list[str]) -> list[tuple[str, str | None]]:
     for p in paths:
         meta = os.path.join(p, "metadata.csv")
         if os.path.isdir(p) and os.path.isfile(meta):
-            with open(meta, newline="") as fh:
-                items += [(os.path.join(p, row["video"]), row["caption"]) for row in csv.DictReader(fh)]
+            rows = read_csv_rows(meta)[1:]  # after the header
+            items += [(os.path.join(p, row.get("video", "")), row.get("caption")) for _, row in rows]
         elif os.path.isdir(p):
             videos = sorted(n for n in os.listdir(p) if n.lower().endswith(VIDEO_EXTENSIONS))
             items += [(os.path.join(p, n), None) for n in videos] if videos else [(p, None)]
@@ -56,8 +57,7 @@ def read_prompts(file: str, videos: list[str]) -> list[str]:
     000.mp4, 001.mp4, ...). Blank lines and lines starting with '#' are skipped.
     """
     try:
-        with open(file) as fh:
-            lines = [line.rstrip("\n") for line in fh if line.strip() and not line.startswith("#")]
+        lines = [line for line in utf8_lines(file) if line.strip() and not line.startswith("#")]
     except OSError as err:
         raise UsageError(f"--prompts {file}: {err.strerror}; check the path") from None
     if lines and all("\t" in line for line in lines):
@@ -136,6 +136,9 @@ def evaluate_cli(args) -> None:
     items = resolve_items(args)
     if args.plot and not args.plot.lower().endswith(PLOT_EXTENSIONS):
         raise UsageError(f"--plot {args.plot}: the plot must end in .png, .pdf or .svg")
+    for option, out in (("--json", args.json), ("--plot", args.plot)):
+        if out:  # before the scoring, not after it
+            atomic.check_output(out, fix=f"give {option} a file name")
     clip = ClipScorer(args.clip) if args.clip else None
     dino = DinoScorer(args.dino) if args.dino else None
     result = score_all(items, shapes=args.shapes, clip=clip, dino=dino)

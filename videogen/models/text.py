@@ -174,9 +174,10 @@ def load_text_components(
 def _warn_if_truncated(tokenizer, prompts: list, max_length: int) -> None:
     lengths = [len(ids) for ids in tokenizer(prompts)["input_ids"]]
     for prompt, length in zip(prompts, lengths):
-        if length > max_length:
+        if length > max_length:  # its start names it; a 10,000-character prompt echoed would bury the log
+            shown = prompt if len(prompt) <= 80 else prompt[:77].rstrip() + "..."
             logger.warning("prompt '%s' is %d tokens; keeping the first %d (text.max_length)",
-                           prompt, length, max_length)
+                           shown, length, max_length)
 
 
 def encode_prompts(tokenizer, encoder, prompts: list, max_length: int, device=None):

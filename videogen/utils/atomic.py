@@ -10,9 +10,11 @@ which `remove_stale_temps` recognises as its own.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
+import stat
 import tempfile
 from typing import Any, Iterator
 
@@ -44,6 +46,7 @@ def temp_sibling(path: str, *, directory: bool = False, make_parents: bool = Tru
     parent, name = os.path.split(path)
     if os.path.isdir(path) and not directory:
         raise UsageError(f"cannot write to '{path}': it is a directory; {fix}")
+    check_replaceable(path, fix)
     try:
         if make_parents:
             os.makedirs(parent, exist_ok=True)
@@ -56,6 +59,49 @@ def temp_sibling(path: str, *, directory: bool = False, make_parents: bool = Tru
         raise UsageError(f"cannot write to '{path}': {err.strerror} ({parent}); {fix}") from None
     os.chmod(tmp, default_mode(directory))
     return tmp
+
+
+def check_replaceable(path: str, fix: str = "choose another path") -> None:
+    """Refuse now, before any work, an existing file at `path` that the final rename could
+    not replace. Creating the temporary sibling proves that the folder takes new names; a
+    rename onto a file also deletes it, which the kernel refuses for a file that is
+    immutable or append-only (chattr +i / +a), or another user's in a sticky folder (/tmp).
+    Opening the file for writing (which changes nothing) asks the kernel about the first:
+    only those flags answer EPERM there, file modes answer EACCES, which renames ignore.
+    """
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return  # nothing there (or a parent that is no folder: creating the sibling says so)
+    if not stat.S_ISREG(info.st_mode):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOFOLLOW))
+    except PermissionError as err:
+        if err.errno == errno.EPERM:
+            raise UsageError(f"cannot replace '{path}': it is immutable or append-only "
+                             f"(lsattr shows i or a); {fix}") from None
+    except OSError:
+        pass  # busy, read-only file system, ...: creating the sibling or the rename reports it
+    folder = os.stat(os.path.dirname(path))
+    if folder.st_mode & stat.S_ISVTX and os.geteuid() not in (0, info.st_uid, folder.st_uid):
+        raise UsageError(f"cannot replace '{path}': it belongs to another user in a sticky folder; {fix}")
+
+
+def check_output(path: str, fix: str = "choose another path") -> None:
+    """Before long work that ends in writing `path` (through atomic_path): the checks that
+    writing will make, now. A missing folder is fine (it is made then) if its nearest
+    existing ancestor is a folder."""
+    path = os.path.abspath(path)
+    if os.path.isdir(path):
+        raise UsageError(f"cannot write to '{path}': it is a directory; {fix}")
+    parent = os.path.dirname(path)
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UsageError(f"cannot write to '{path}': '{parent}' is a file, not a folder; {fix}")
+    if parent == os.path.dirname(path):
+        discard(temp_sibling(path, make_parents=False, fix=fix))
 
 
 def is_temp_of(name: str, target: str) -> bool:

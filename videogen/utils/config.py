@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from dataclasses import fields, is_dataclass
 from typing import Any, Optional
 
@@ -78,9 +79,39 @@ def load_structured(schema: type, path: Optional[str], overrides: Optional[list]
         layers.append(OmegaConf.from_dotlist(list(overrides)))
     defaults = schema()
     for layer in layers:
-        check_keys(OmegaConf.to_container(layer, resolve=True), defaults)
+        refuse_environment(OmegaConf.to_container(layer, resolve=False))
+        check_keys(OmegaConf.to_container(layer, resolve=False), defaults)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), *layers)
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), *layers))
     except OmegaConfBaseException as err:
-        raise UsageError(f"bad config value: {str(err).splitlines()[0]}") from None
-    return OmegaConf.to_object(merged)
+        raise UsageError(config_error(err)) from None
+
+
+# omegaconf's names for the types it could not convert a value to, as the YAML reader says them
+_TYPE_NAMES = {"Float": "a float (e.g. 3e-4)", "Integer": "an int (e.g. 8)", "Boolean": "a bool (true or false)"}
+
+
+def config_error(err: OmegaConfBaseException) -> str:
+    """One line for a config value omegaconf refused, naming its key and what it expects."""
+    key = getattr(err, "full_key", None) or "?"
+    message = (getattr(err, "msg", None) or str(err)).splitlines()[0]
+    converted = re.fullmatch(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", message)
+    if converted:
+        expected = _TYPE_NAMES.get(converted.group(2), converted.group(2).lower())
+        return f"config key '{key}' must be {expected}, not '{converted.group(1)}'"
+    missing = re.fullmatch(r"Interpolation key '(.*)' not found", message)
+    if missing:
+        return (f"config key '{key}' refers to ${{{missing.group(1)}}}, which is no config key; "
+                "write the value or the full dotted key (e.g. ${train.output_dir})")
+    return f"config key '{key}': {message}"
+
+
+def refuse_environment(node: Any, prefix: str = "") -> None:
+    """${oc.env:...} would be written resolved into checkpoints and exports (a home folder,
+    a token): refused, so that a config says everything it depends on."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        if isinstance(value, str) and re.search(r"\$\{\s*oc\.env\s*:", value):
+            raise UsageError(f"environment interpolation is not allowed in configs: write the value "
+                             f"({prefix}{key}: {value})")
+        refuse_environment(value, f"{prefix}{key}.")
