@@ -37,7 +37,8 @@ sys.path.insert(0, REPO)
 from _common import RESULTS, figure, write_report  # noqa: E402
 
 from videogen.training.config import load_config  # noqa: E402
-from videogen.data.datasets import LatentCacheDataset, collate_clips  # noqa: E402
+from videogen.data.datasets import collate_clips  # noqa: E402
+from videogen.data.latent_cache import LatentCacheDataset  # noqa: E402
 from videogen.models.dit import PoMVideoDiT  # noqa: E402
 from videogen.diffusion.flow import add_noise, velocity_target  # noqa: E402
 from videogen.training.checkpoint import is_checkpoint  # noqa: E402

@@ -98,3 +98,21 @@ def test_unwritable_targets_are_one_line_usage_errors(tmp_path):
         atomic.write_text(str(tmp_path), "x")
     atomic.write_text(str(tmp_path / "made" / "x.txt"), "x")  # parents are made by default
     assert (tmp_path / "made" / "x.txt").read_text() == "x"
+
+
+def test_stale_temp_removal_leaves_a_live_writers_file_alone(tmp_path):
+    """Two runs into one output: the second's clean-up of killed runs' temps must not
+    delete the temporary file the first is still writing."""
+    from videogen.data.video_io import Mp4Writer
+    from videogen.utils.atomic import remove_stale_temps
+
+    out = tmp_path / "out.mp4"
+    dead = tmp_path / ".out.mp4.tmp-dead.mp4"
+    dead.write_bytes(b"left by a killed run")
+    live = Mp4Writer(str(out), fps=8)
+    live.write(np.zeros((16, 16, 3), np.uint8))
+    removed = remove_stale_temps(str(tmp_path), ["out.mp4"])
+    assert removed == [dead.name]
+    assert os.path.exists(live._tmp_path)
+    live.close()
+    assert out.exists() and remove_stale_temps(str(tmp_path), ["out.mp4"]) == []

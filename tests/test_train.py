@@ -78,7 +78,7 @@ def test_cache_holds_every_clip_and_is_checked(data):
 
 
 def test_cache_in_two_processes_equals_one(data):
-    from videogen.data.datasets import LatentCacheDataset
+    from videogen.data.latent_cache import LatentCacheDataset
 
     overrides = [o for o in data["overrides"] if not o.startswith("data.cache_dir=")]
     two = data["root"] / "cache-2proc"

@@ -31,7 +31,6 @@ from videogen.errors import UsageError
 from videogen.utils.frames import check_frame_count
 
 # Re-exported for training/ (not yet pointed at their new home): the latent cache moved.
-from videogen.data.latent_cache import LatentCacheDataset, LatentCacheWriter, has_latent_cache  # noqa: F401
 
 logger = logging.getLogger("videogen")
 

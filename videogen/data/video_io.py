@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from videogen.errors import UsageError
-from videogen.utils.atomic import default_mode, discard, replace_into, temp_sibling  # noqa: F401  default_mode: pipelines/pipeline.py imports it from here
+from videogen.utils.atomic import discard, hold, release, replace_into, temp_sibling
 
 logger = logging.getLogger("videogen")
 
@@ -298,6 +298,7 @@ class _AtomicWriter:
         self._size = None  # (H, W) of the first frame; all frames must match
         # The output's folder must exist: a mistyped -o path should not grow folders.
         self._tmp_path = temp_sibling(path, make_parents=False, fix="choose another -o path")
+        self._held = hold(self._tmp_path)  # a second run into the same -o leaves it alone
 
     def write(self, frame: np.ndarray) -> None:
         """Append one (H, W, 3) uint8 RGB frame."""
@@ -318,6 +319,7 @@ class _AtomicWriter:
                 raise ValueError(f"no frames were written to '{self.path}'")
             self._finish()
             replace_into(self._tmp_path, os.path.abspath(self.path))
+            self._release()
         except BaseException:
             self.abort()
             raise
@@ -328,6 +330,12 @@ class _AtomicWriter:
             self._discard()
         finally:
             discard(self._tmp_path)
+            self._release()
+
+    def _release(self) -> None:
+        if self._held is not None:
+            release(self._held)
+            self._held = None
 
     def __enter__(self):
         return self

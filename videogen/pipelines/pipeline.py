@@ -13,9 +13,7 @@ import json
 import logging
 import math
 import os
-import shutil
 import signal
-import tempfile
 import threading
 from dataclasses import asdict
 from typing import Iterable, Iterator, Optional
@@ -29,7 +27,6 @@ from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
 from videogen.diffusion.sampler import SWITCH_MODES, parse_prompt_schedule
 from videogen.pipelines.stream import DEFAULT_RING, DEFAULT_SWITCH, StreamSession
-from videogen.data.video_io import default_mode
 
 logger = logging.getLogger("videogen")
 
@@ -132,27 +129,16 @@ def pipeline_from_components(cfg, components: dict) -> VideoGenPipeline:
 
 
 def save_pipeline(pipe: VideoGenPipeline, directory: str) -> None:
-    """save_pretrained into a temporary sibling directory, then rename into place."""
+    """save_pretrained into a temporary sibling folder, then rename it into place (an older
+    pipeline there is replaced whole; any other non-empty folder is refused)."""
+    from videogen.utils.atomic import atomic_path
+
     directory = os.path.abspath(directory)
-    parent = os.path.dirname(directory)
-    os.makedirs(parent, exist_ok=True)
     if os.path.exists(directory) and not os.path.isfile(os.path.join(directory, "model_index.json")):
         if os.listdir(directory):
             raise UsageError(f"'{directory}' exists and is not a pipeline directory; choose a new path")
-    tmp = tempfile.mkdtemp(prefix=".tmp-", dir=parent)
-    try:
+    with atomic_path(directory, directory=True) as tmp:
         pipe.save_pretrained(tmp, safe_serialization=True)
-        os.chmod(tmp, default_mode(directory=True))
-        if os.path.exists(directory):
-            old = directory + ".old"
-            os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, directory)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
 
 
 # ------------------------------------------------------------------------------ loading

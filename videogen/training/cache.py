@@ -11,7 +11,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from videogen.data.datasets import LatentCacheDataset, LatentCacheWriter, VideoTextDataset, has_latent_cache
+from videogen.data.datasets import VideoTextDataset
+from videogen.data.latent_cache import LatentCacheDataset, LatentCacheWriter, has_latent_cache
 from videogen.errors import UsageError
 from videogen.training.components import freeze, load_components
 from videogen.training.config import load_config

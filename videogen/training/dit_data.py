@@ -11,7 +11,8 @@ from dataclasses import asdict
 import torch
 from torch.utils.data import DataLoader
 
-from videogen.data.datasets import LatentCacheDataset, VideoTextDataset, collate_clips, has_latent_cache
+from videogen.data.datasets import VideoTextDataset, collate_clips
+from videogen.data.latent_cache import LatentCacheDataset, has_latent_cache
 from videogen.errors import UsageError
 from videogen.training.components import freeze
 from videogen.training.config import Config

@@ -16,6 +16,11 @@ import os
 import shutil
 import stat
 import tempfile
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: there a live run's temp is not told from a dead one's
+    fcntl = None
 from typing import Any, Iterator
 
 from videogen.errors import UsageError
@@ -152,14 +157,47 @@ def write_json(path: str, obj: Any, indent: int = 1) -> None:
     write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def hold(tmp: str) -> int:
+    """Mark a temporary sibling as in use by this process until `release`: a lock on it that
+    the kernel drops when the process ends, however it ends. `remove_stale_temps` leaves a
+    held one alone, so two runs writing the same output never delete each other's file."""
+    fd = os.open(tmp, os.O_RDONLY)
+    if fcntl is not None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fd
+
+
+def release(fd: int) -> None:
+    os.close(fd)  # closing drops the lock
+
+
+def in_use(path: str) -> bool:
+    """Whether a live process holds `path` (see `hold`)."""
+    if fcntl is None:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
 def remove_stale_temps(directory: str, targets: list) -> list:
     """Remove the temporary siblings that a killed run left for the names in `targets`
-    (and nothing else); returns what it removed."""
+    (and nothing else: not another output's, not one a live run holds); returns what it
+    removed."""
     removed = []
     if not os.path.isdir(directory):
         return removed
     for name in os.listdir(directory):
-        if any(is_temp_of(name, target) for target in targets):
-            discard(os.path.join(directory, name))
+        path = os.path.join(directory, name)
+        if any(is_temp_of(name, target) for target in targets) and not in_use(path):
+            discard(path)
             removed.append(name)
     return removed
