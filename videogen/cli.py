@@ -42,9 +42,10 @@ def _add_generate(sub) -> None:
 
             A --prompt-schedule counts new frames. --switch recommit (the default) bounds
             how long the old prompt lingers: the last --recommit-frames latent frames are
-            re-committed under the new prompt into a fresh state, so the colour and shape
-            follow within a few frames while position carries over; --switch swap only
-            swaps the text context, and the old prompt fades over tens of frames.
+            re-committed under the new prompt, at --recommit-noise, into a fresh state, so
+            colour and shape follow within a few frames while position carries over;
+            --switch swap only swaps the text context, and the old prompt can linger for
+            tens of frames.
 
             examples:
               videogen generate "a red circle moving right" --frames 240 -o out.mp4
@@ -75,6 +76,9 @@ def _add_generate(sub) -> None:
                    help="how a scheduled prompt change comes in (default: recommit; see above)")
     p.add_argument("--recommit-frames", type=int, default=2, metavar="K",
                    help="latent frames re-committed under the new prompt by --switch recommit (default: 2)")
+    p.add_argument("--recommit-noise", type=float, default=0.9, metavar="LEVEL",
+                   help="noise level, in [0, 1), of the re-committed frames: higher keeps the position "
+                        "but lets colour and shape change faster (default: 0.9)")
     p.add_argument("--init-video", default=None, metavar="CLIP",
                    help="continue this video (MP4, WebM, MOV, GIF); e.g. --init-video clip.mp4")
     p.add_argument("--init-image", default=None, metavar="IMAGE",
@@ -99,6 +103,7 @@ def _run_generate(args) -> None:
         prompt_schedule=args.prompt_schedule, crf=args.crf, device=args.device, dtype=args.dtype,
         threads=args.threads, init_video=args.init_video, init_image=args.init_image,
         include_init_frames=not args.no_init_frames, switch=args.switch, recommit_frames=args.recommit_frames,
+        recommit_noise=args.recommit_noise,
     )
 
 

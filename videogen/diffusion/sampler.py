@@ -105,7 +105,7 @@ class StreamingSampler:
         self.guided = settings.guidance != 1.0
         self.state = model.init_state(self._rows(), model.device, model.dtype)
         self.sigmas = euler_sigmas(scheduler, settings.steps)
-        self.ring = deque(maxlen=ring)  # committed context frames (B, C, H, W), as committed
+        self.ring = deque(maxlen=ring)  # (clean latent, its commit noise), (B, C, H, W) each
         self.frames = 0  # latent frames committed
 
     def _rows(self) -> int:
@@ -115,28 +115,26 @@ class StreamingSampler:
         return torch.randn(self.batch, *self.latent_shape, generator=self.generator).to(self.model.device,
                                                                                          self.model.dtype)
 
-    def renoise(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """A clean latent frame (B, C, H, W) at the context noise level, as it is committed."""
-        c = self.settings.context_noise
-        return (1 - c) * x + c * (self._noise() if noise is None else noise)
-
-    def _commit(self, frames: list, state: list) -> list:
-        """Fold context frames [(B, C, H, W)] into `state` in one pass; returns the new state."""
-        x = torch.stack(frames, dim=2)
+    def _commit(self, clean: list, noise: list, level: float, state: list) -> list:
+        """Fold clean latent frames [(B, C, H, W)], each re-noised to `level` with its noise,
+        into `state` in one pass (the commit pass); returns the new state."""
+        x = torch.stack([(1 - level) * z + level * n for z, n in zip(clean, noise)], dim=2)
         if self.guided:
             x = torch.cat([x, x])
-        t = torch.full(x.shape[:1] + x.shape[2:3], self.settings.context_noise, device=x.device, dtype=x.dtype)
+        t = torch.full(x.shape[:1] + x.shape[2:3], level, device=x.device, dtype=x.dtype)
         return self.model.prefill(x, t, self.ctx, state)
+
+    def _fold(self, clean: list, noise: list) -> None:
+        self.state = self._commit(clean, noise, self.settings.context_noise, self.state)
+        self.ring.extend(zip(clean, noise))
+        self.frames += len(clean)
 
     @torch.no_grad()
     def prime(self, latents: torch.Tensor, noise: Optional[torch.Tensor] = None) -> None:
         """Commit given clean latents (B, C, F, H, W) as context, as `next` commits its own
         output; `noise` (B, C, F, H, W) replaces the drawn commit noise (tests)."""
-        frames = [self.renoise(latents[:, :, f], None if noise is None else noise[:, :, f])
-                  for f in range(latents.shape[2])]
-        self.state = self._commit(frames, self.state)
-        self.ring.extend(frames)
-        self.frames += len(frames)
+        clean = list(latents.unbind(dim=2))
+        self._fold(clean, [self._noise() for _ in clean] if noise is None else list(noise.unbind(dim=2)))
 
     @torch.no_grad()
     def next(self) -> torch.Tensor:
@@ -145,19 +143,17 @@ class StreamingSampler:
         for i in range(self.settings.steps):
             v = guided_velocity(self.model, x, self.sigmas[i], self.ctx, self.state, self.settings.guidance)
             x = x + (self.sigmas[i + 1] - self.sigmas[i]).item() * v
-        frame = self.renoise(x)
-        self.state = self._commit([frame], self.state)
-        self.ring.append(frame)
-        self.frames += 1
+        self._fold([x], [self._noise()])
         return x
 
     @torch.no_grad()
-    def set_context(self, ctx: TextContext, mode: str = "recommit") -> None:
+    def set_context(self, ctx: TextContext, mode: str = "recommit", level: Optional[float] = None) -> None:
         """The prompt from the next latent frame on. `swap`: only the text context changes
         (O(1)); the state keeps every frame committed under the old prompt, whose λ = 1
         channels hold it for long. `recommit`: a fresh state, into which the ring's frames
-        are re-committed under the new prompt, so position and motion carry over and the
-        old prompt's long-term average does not (O(ring)). Frame indices go on counting."""
+        are re-committed under the new prompt (at noise `level`, default the context noise),
+        so position and motion carry over and the old prompt's long-term average does not
+        (O(ring)). Frame indices go on counting."""
         if mode not in SWITCH_MODES:
             raise UsageError(f"unknown switch mode '{mode}': use {' or '.join(SWITCH_MODES)}")
         self.ctx = ctx
@@ -166,7 +162,9 @@ class StreamingSampler:
         fresh = self.model.init_state(self._rows(), self.model.device, self.model.dtype)
         for block_state in fresh:
             block_state.frames = self.frames - len(self.ring)
-        self.state = self._commit(list(self.ring), fresh)
+        clean, noise = zip(*self.ring)
+        level = self.settings.context_noise if level is None else level
+        self.state = self._commit(list(clean), list(noise), level, fresh)
 
 
 def stream_latents(

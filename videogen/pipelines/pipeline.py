@@ -24,8 +24,8 @@ from diffusers.utils import logging as diffusers_logging
 
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
-from videogen.diffusion.sampler import SWITCH_MODES, parse_prompt_schedule
-from videogen.pipelines.stream import DEFAULT_RING, DEFAULT_SWITCH, StreamSession
+from videogen.diffusion.sampler import parse_prompt_schedule
+from videogen.pipelines.stream import DEFAULT_RECOMMIT_NOISE, DEFAULT_RING, DEFAULT_SWITCH, StreamSession, check_switch
 from videogen.data.video_io import default_mode
 
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
@@ -69,7 +69,8 @@ class VideoGenPipeline(DiffusionPipeline):
                  prompt_schedule: Optional[str] = None, height: Optional[int] = None,
                  width: Optional[int] = None, init_frames: Optional[Iterable] = None,
                  include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
-                 recommit_frames: int = DEFAULT_RING) -> Iterator[np.ndarray]:
+                 recommit_frames: int = DEFAULT_RING,
+                 recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE) -> Iterator[np.ndarray]:
         """Yield RGB frames (H, W, 3) uint8, each as soon as it is decoded: the given
         `init_frames` (any iterable of (H, W, 3) uint8; see `StreamSession`) unless
         `include_init_frames` is False, then `num_frames` new frames.
@@ -81,8 +82,8 @@ class VideoGenPipeline(DiffusionPipeline):
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
         session = self.stream(schedule.pop(0)[1], num_frames, init_frames=init_frames,
                               include_init=include_init_frames, seed=seed, steps=steps, guidance=guidance,
-                              context_noise=context_noise, switch=switch, ring=recommit_frames, height=height,
-                              width=width)
+                              context_noise=context_noise, switch=switch, ring=recommit_frames,
+                              recommit_noise=recommit_noise, height=height, width=width)
         for frame in session:
             yield frame
             while schedule and schedule[0][0] <= session.generated:
@@ -204,7 +205,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                      device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
                      progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
                      include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
-                     recommit_frames: int = DEFAULT_RING) -> str:
+                     recommit_frames: int = DEFAULT_RING, recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
@@ -237,10 +238,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         raise UsageError(f"--fps must be at least 1, not {fps}")
     if prompt_schedule:
         parse_prompt_schedule(prompt_schedule)
-    if switch not in SWITCH_MODES:
-        raise UsageError(f"unknown --switch '{switch}': use {' or '.join(SWITCH_MODES)}")
-    if recommit_frames < 1:
-        raise UsageError(f"--recommit-frames must be at least 1, not {recommit_frames}")
+    check_switch(switch, recommit_frames, recommit_noise)
     resolve_device_dtype(device, dtype)
     init_frames = open_init_frames(init_video, init_image)
     if threads is not None:
@@ -252,7 +250,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         writer.fps = fps or pipe.config.fps
         frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
                            seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
-                           include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames)
+                           include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames,
+                           recommit_noise=recommit_noise)
         bar = tqdm(frames_iter, total=None if init_frames is not None else frames, unit="frame",
                    desc="generating", disable=not progress)
         with interrupt_between_frames() as check:
