@@ -84,6 +84,10 @@ def test_set_prompt_takes_effect_at_the_next_latent_frame(pipe):
     scheduled = np.stack(list(pipe("x", 13, seed=1, steps=1,
                                    prompt_schedule="0:a red circle moving right;5:a blue square moving left")))
     assert np.array_equal(scheduled, switched)
+    # frame 4 is the last pixel of latent 1, so a change there also lands on latent 2
+    at_4 = np.stack(list(pipe("x", 13, seed=1, steps=1,
+                              prompt_schedule="0:a red circle moving right;4:a blue square moving left")))
+    assert np.array_equal(at_4, switched)
 
 
 def test_set_prompt_empty_is_a_usage_error(pipe):

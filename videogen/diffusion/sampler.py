@@ -6,8 +6,12 @@ unconditional branch each carry their own per-layer state (they ride in one batc
 then *commit* the clean frame, re-noised to a small context level as in training, which
 folds it into the states. Nothing grows with the number of frames.
 
-A prompt schedule swaps the text context (the cross-mixer aggregates, computed once per
-prompt) at a latent-frame boundary, at O(1) cost.
+`StreamingSampler` holds that state. `prime` commits given latents (continuation,
+image-to-video) by the same commit pass, so the state after priming z_0..z_k is the one the
+sampler reaches after producing them. A prompt change comes in at a latent-frame boundary:
+a plain swap of the text context (the cross-mixer aggregates, computed once per prompt,
+O(1)), or a re-commit of the last few committed latents, kept in a constant-size ring,
+under the new prompt into a fresh state (design §10).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -60,14 +64,6 @@ def parse_prompt_schedule(text: str) -> list:
     if frames[0] != 0 or any(b <= a for a, b in zip(frames, frames[1:])):
         raise UsageError("--prompt-schedule frames must start at 0 and increase, e.g. '0:a red circle;120:a blue square'")
     return entries
-
-
-def latent_index_for_frame(frame: int, temporal: int) -> int:
-    """The first latent frame whose pixels start at or after video frame `frame`.
-
-    Latent 0 decodes to pixel frame 0, latent k >= 1 to pixels 1+temporal*(k-1) .. temporal*k.
-    """
-    return 0 if frame <= 0 else -(-(frame - 1) // temporal) + 1
 
 
 # --------------------------------------------------------------------------------- sampler
@@ -165,28 +161,3 @@ class StreamingSampler:
         clean, noise = zip(*self.ring)
         level = self.settings.context_noise if level is None else level
         self.state = self._commit(list(clean), list(noise), level, fresh)
-
-
-def stream_latents(
-    model: PoMVideoDiT,
-    contexts: Sequence,
-    num_latent_frames: int,
-    latent_shape: tuple,
-    settings: SamplerSettings,
-    scheduler,
-    generator: torch.Generator,
-    batch: int = 1,
-    switch: str = "swap",
-) -> Iterator[torch.Tensor]:
-    """Yield clean latent frames (B, C, H, W) one by one.
-
-    `contexts` is a list of (first latent frame, TextContext) sorted by frame; with guidance
-    each TextContext holds the conditional rows then the unconditional rows (2B). Each later
-    context comes in by `switch` (see `StreamingSampler.set_context`).
-    """
-    schedule = list(contexts)
-    sampler = StreamingSampler(model, schedule.pop(0)[1], latent_shape, settings, scheduler, generator, batch)
-    for f in range(num_latent_frames):
-        while schedule and schedule[0][0] <= f:
-            sampler.set_context(schedule.pop(0)[1], switch)
-        yield sampler.next()

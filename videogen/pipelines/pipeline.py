@@ -224,20 +224,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         if not prompt_schedule:
             raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
         prompt = parse_prompt_schedule(prompt_schedule)[0][1]
-    if frames < 1:
-        raise UsageError(f"--frames must be at least 1, not {frames}")
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps must be at least 1, not {steps}")
-    if guidance is not None and guidance < 0:
-        raise UsageError(f"--guidance must be >= 0, not {guidance}")
-    if context_noise is not None and not 0 <= context_noise < 1:
-        raise UsageError(f"--context-noise must be in [0, 1), not {context_noise}")
-    if not 0 <= crf <= 51:
-        raise UsageError(f"--crf must be in 0..51, not {crf}")
-    if fps is not None and fps < 1:
-        raise UsageError(f"--fps must be at least 1, not {fps}")
-    if prompt_schedule:
-        parse_prompt_schedule(prompt_schedule)
+    check_settings(frames=frames, steps=steps, guidance=guidance, context_noise=context_noise, crf=crf, fps=fps,
+                   prompt_schedule=prompt_schedule)
     check_switch(switch, recommit_frames, recommit_noise)
     resolve_device_dtype(device, dtype)
     init_frames = open_init_frames(init_video, init_image)
@@ -259,6 +247,26 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                 writer.write(frame)
                 check()
     return output
+
+
+def check_settings(*, frames: int, steps: Optional[int], guidance: Optional[float],
+                   context_noise: Optional[float], crf: int, fps: Optional[int],
+                   prompt_schedule: Optional[str]) -> None:
+    """The generate options a user can get wrong, checked before anything is loaded or written."""
+    if frames < 1:
+        raise UsageError(f"--frames must be at least 1, not {frames}")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be at least 1, not {steps}")
+    if guidance is not None and guidance < 0:
+        raise UsageError(f"--guidance must be >= 0, not {guidance}")
+    if context_noise is not None and not 0 <= context_noise < 1:
+        raise UsageError(f"--context-noise must be in [0, 1), not {context_noise}")
+    if not 0 <= crf <= 51:
+        raise UsageError(f"--crf must be in 0..51, not {crf}")
+    if fps is not None and fps < 1:
+        raise UsageError(f"--fps must be at least 1, not {fps}")
+    if prompt_schedule:
+        parse_prompt_schedule(prompt_schedule)
 
 
 def open_init_frames(init_video: Optional[str], init_image: Optional[str]) -> Optional[Iterable]:
