@@ -19,6 +19,12 @@ image-to-video, prompt switches (default mode beside the plain swap), and memory
 - Memory: peak RSS of `videogen generate --init-video` with a 960-frame clip over that
   with a 64-frame clip, each in its own process.
 All scoring is `videogen.evaluation.shapes_scorer` (detect, classify_motion).
+
+Contact sheet (results/interactive.png), one row each: continuation frames 5..12 (the seam
+between 8, the last given, and 9); image-to-video frames 0..7 (0 is the image); for the
+first 4 switch pairs, every mode, frames 117..132 (the new prompt from frame 121 on).
+The default switch mode was chosen on 9 prompt pairs probed outside this script (none of
+them among its pairs), see DEFAULT_RECOMMIT_NOISE in videogen/pipelines/stream.py.
 """
 
 from __future__ import annotations
@@ -114,8 +120,8 @@ def image_to_video(pipe, plan: list) -> tuple:
 
 
 def switch_pairs(n: int) -> list:
-    """n prompt pairs: each differs in colour and/or shape (so the switch is visible), a
-    third of them in direction too."""
+    """n distinct prompt pairs: each differs in colour and/or shape (so the switch is
+    visible), a third of them in direction too."""
     from videogen.data.shapes import COLOURS, MOTIONS, SHAPES
 
     rng = np.random.default_rng(19)
@@ -133,7 +139,9 @@ def switch_pairs(n: int) -> list:
             continue
         m1 = MOTIONS[int(rng.integers(len(MOTIONS)))]
         m2 = MOTIONS[int(rng.integers(len(MOTIONS)))] if len(pairs) % 3 == 0 else m1
-        pairs.append((f"a {c1} {s1} {m1}", f"a {c2} {s2} {m2}"))
+        pair = (f"a {c1} {s1} {m1}", f"a {c2} {s2} {m2}")
+        if pair not in pairs:  # n distinct pairs
+            pairs.append(pair)
     return pairs
 
 
