@@ -84,6 +84,10 @@ def test_set_prompt_takes_effect_at_the_next_latent_frame(pipe):
     scheduled = np.stack(list(pipe("x", 13, seed=1, steps=1,
                                    prompt_schedule="0:a red circle moving right;5:a blue square moving left")))
     assert np.array_equal(scheduled, switched)
+    # frame 4 is the last pixel of latent 1, so a change there also lands on latent 2
+    at_4 = np.stack(list(pipe("x", 13, seed=1, steps=1,
+                              prompt_schedule="0:a red circle moving right;4:a blue square moving left")))
+    assert np.array_equal(at_4, switched)
 
 
 def test_set_prompt_empty_is_a_usage_error(pipe):
@@ -171,3 +175,14 @@ def test_cli_image_to_video(tiny_model, tmp_path):
     main(["generate", "a red circle moving right", "--init-image", str(tmp_path / "first.png"), "--frames", "4",
           "--steps", "1", "--model", tiny_model, "-o", str(out)])
     assert len(read_video(str(out))) == 1 + 4
+
+
+def test_a_fork_goes_on_exactly_where_the_session_is(pipe):
+    stream = pipe.stream("a red circle moving right", 13, seed=2, steps=1)
+    it = iter(stream)
+    head = [next(it) for _ in range(3)]  # mid-latent: two frames of latent 1 are still buffered
+    fork = stream.fork()
+    rest, forked = list(it), list(fork)
+    assert len(rest) == len(forked) == 10
+    assert all(np.array_equal(a, b) for a, b in zip(rest, forked))
+    assert np.array_equal(np.stack(head + rest), np.stack(list(pipe("a red circle moving right", 13, seed=2, steps=1))))

@@ -99,41 +99,45 @@ def _checkpoint_arguments(p, export: str) -> None:
 
 
 # ----------------------------------------------------------------------------- generate
+_GENERATE_DOC = _doc(
+    """
+    Generate a video from a prompt. Latent frames are denoised one at a time; each
+    finished frame is decoded and written at once, and memory does not grow with
+    the number of frames.
+
+    Continue a clip with --init-video, or start from an image with --init-image
+    (frame 0): the given frames are encoded by the model's causal VAE as they are
+    read and committed as context (memory stays constant in the clip's length);
+    the output starts with them, then --frames new frames. Frames of another size
+    are resized (short side) and centre-cropped. The VAE encodes 1+4k frames: a
+    clip of 1+4k+r frames (r = 1..3) loses its last r frames (logged).
+
+    A --prompt-schedule counts new frames. --switch recommit (the default) bounds
+    how long the old prompt lingers: the last --recommit-frames latent frames are
+    re-committed under the new prompt, at --recommit-noise, into a fresh state, so
+    colour and shape follow within a few frames while position carries over;
+    --switch swap only swaps the text context, and the old prompt can linger for
+    tens of frames.
+
+    examples:
+      videogen generate "a red circle moving right" --frames 240 -o out.mp4
+      videogen generate "a blue square moving up" --model ./my-pipeline --steps 8
+      videogen generate "x" --prompt-schedule "0:a red circle moving right;120:a blue square moving left" -o two.mp4
+      videogen generate "x" --prompt-schedule "0:a red circle;120:a blue square" --switch swap -o swap.mp4
+      videogen generate "a green circle moving left" --init-video clip.mp4 --frames 64 -o more.mp4
+      videogen generate "a green circle moving left" --init-video clip.mp4 --no-init-frames -o new_only.mp4
+      videogen generate "a red square moving down" --init-image first.png --frames 64 -o i2v.mp4
+      videogen generate "a green circle standing still" -o still.gif
+    """
+)
+
+
 def _add_generate(sub) -> None:
     p = sub.add_parser(
         "generate",
         help="write a video from a text prompt, streamed frame by frame",
         formatter_class=_FMT,
-        description=_doc(
-            """
-            Generate a video from a prompt. Latent frames are denoised one at a time; each
-            finished frame is decoded and written at once, and memory does not grow with
-            the number of frames.
-
-            Continue a clip with --init-video, or start from an image with --init-image
-            (frame 0): the given frames are encoded by the model's causal VAE as they are
-            read and committed as context (memory stays constant in the clip's length);
-            the output starts with them, then --frames new frames. Frames of another size
-            are resized (short side) and centre-cropped. The VAE encodes 1+4k frames: a
-            clip of 1+4k+r frames (r = 1..3) loses its last r frames (logged).
-
-            A --prompt-schedule counts new frames. --switch recommit (the default) bounds
-            how long the old prompt lingers: the last --recommit-frames latent frames are
-            re-committed under the new prompt into a fresh state, so the colour and shape
-            follow within a few frames while position carries over; --switch swap only
-            swaps the text context, and the old prompt fades over tens of frames.
-
-            examples:
-              videogen generate "a red circle moving right" --frames 240 -o out.mp4
-              videogen generate "a blue square moving up" --model ./my-pipeline --steps 8
-              videogen generate "x" --prompt-schedule "0:a red circle moving right;120:a blue square moving left" -o two.mp4
-              videogen generate "x" --prompt-schedule "0:a red circle;120:a blue square" --switch swap -o swap.mp4
-              videogen generate "a green circle moving left" --init-video clip.mp4 --frames 64 -o more.mp4
-              videogen generate "a green circle moving left" --init-video clip.mp4 --no-init-frames -o new_only.mp4
-              videogen generate "a red square moving down" --init-image first.png --frames 64 -o i2v.mp4
-              videogen generate "a green circle standing still" -o still.gif
-            """
-        ),
+        description=_GENERATE_DOC,
     )
     p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving right'")
     p.add_argument("--frames", type=int, default=240, help="number of new video frames (default: 240)")
@@ -146,18 +150,7 @@ def _add_generate(sub) -> None:
                         "context for the next (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video (default: 0)")
     p.add_argument("--fps", type=int, default=None, help="frames per second of the file (default: the model's)")
-    p.add_argument("--prompt-schedule", default=None, metavar="'F:PROMPT;F:PROMPT'",
-                   help="change the prompt at new frame F, e.g. '0:a red circle;120:a blue square'")
-    p.add_argument("--switch", default="recommit", metavar="recommit|swap",
-                   help="how a scheduled prompt change comes in (default: recommit; see above)")
-    p.add_argument("--recommit-frames", type=int, default=2, metavar="K",
-                   help="latent frames re-committed under the new prompt by --switch recommit (default: 2)")
-    p.add_argument("--init-video", default=None, metavar="CLIP",
-                   help="continue this video (MP4, WebM, MOV, GIF); e.g. --init-video clip.mp4")
-    p.add_argument("--init-image", default=None, metavar="IMAGE",
-                   help="start from this PNG or JPEG as frame 0 (not with --init-video); e.g. --init-image first.png")
-    p.add_argument("--no-init-frames", action="store_true",
-                   help="leave the given frames out of the output (only the new frames)")
+    _add_streaming_options(p)
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 (lossless) .. 51 (default: 18)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default: cpu)")
     p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default: float32)")
@@ -165,6 +158,25 @@ def _add_generate(sub) -> None:
                    help="CPU threads for torch (default: torch's choice). Small models on a busy "
                         "machine run many times faster with --threads 1")
     p.set_defaults(func=_run_generate)
+
+
+def _add_streaming_options(p) -> None:
+    """generate's prompt-switch and init-frame options."""
+    p.add_argument("--prompt-schedule", default=None, metavar="'F:PROMPT;F:PROMPT'",
+                   help="change the prompt at new frame F, e.g. '0:a red circle;120:a blue square'")
+    p.add_argument("--switch", default="recommit", metavar="recommit|swap",
+                   help="how a scheduled prompt change comes in (default: recommit; see above)")
+    p.add_argument("--recommit-frames", type=int, default=2, metavar="K",
+                   help="latent frames re-committed under the new prompt by --switch recommit (default: 2)")
+    p.add_argument("--recommit-noise", type=float, default=0.9, metavar="LEVEL",
+                   help="noise level, in [0, 1), of the re-committed frames: higher keeps the position "
+                        "but lets colour and shape change faster (default: 0.9)")
+    p.add_argument("--init-video", default=None, metavar="CLIP",
+                   help="continue this video (MP4, WebM, MOV, GIF); e.g. --init-video clip.mp4")
+    p.add_argument("--init-image", default=None, metavar="IMAGE",
+                   help="start from this PNG or JPEG as frame 0 (not with --init-video); e.g. --init-image first.png")
+    p.add_argument("--no-init-frames", action="store_true",
+                   help="leave the given frames out of the output (only the new frames)")
 
 
 def _run_generate(args) -> None:
@@ -177,6 +189,7 @@ def _run_generate(args) -> None:
         prompt_schedule=args.prompt_schedule, crf=args.crf, device=args.device, dtype=args.dtype,
         threads=args.threads, init_video=args.init_video, init_image=args.init_image,
         include_init_frames=not args.no_init_frames, switch=args.switch, recommit_frames=args.recommit_frames,
+        recommit_noise=args.recommit_noise,
     )
 
 

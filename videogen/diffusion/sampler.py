@@ -6,8 +6,12 @@ unconditional branch each carry their own per-layer state (they ride in one batc
 then *commit* the clean frame, re-noised to a small context level as in training, which
 folds it into the states. Nothing grows with the number of frames.
 
-A prompt schedule swaps the text context (the cross-mixer aggregates, computed once per
-prompt) at a latent-frame boundary, at O(1) cost.
+`StreamingSampler` holds that state. `prime` commits given latents (continuation,
+image-to-video) by the same commit pass, so the state after priming z_0..z_k is the one the
+sampler reaches after producing them. A prompt change comes in at a latent-frame boundary:
+a plain swap of the text context (the cross-mixer aggregates, computed once per prompt,
+O(1)), or a re-commit of the last few committed latents, kept in a constant-size ring,
+under the new prompt into a fresh state (design §10).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional
 
 import torch
 
@@ -62,14 +66,6 @@ def parse_prompt_schedule(text: str) -> list:
     return entries
 
 
-def latent_index_for_frame(frame: int, temporal: int) -> int:
-    """The first latent frame whose pixels start at or after video frame `frame`.
-
-    Latent 0 decodes to pixel frame 0, latent k >= 1 to pixels 1+temporal*(k-1) .. temporal*k.
-    """
-    return 0 if frame <= 0 else -(-(frame - 1) // temporal) + 1
-
-
 # --------------------------------------------------------------------------------- sampler
 def euler_sigmas(scheduler, steps: int) -> torch.Tensor:
     """The diffusers flow-matching scheduler's shifted sigmas, (steps + 1,), from ~1 down to 0."""
@@ -105,7 +101,7 @@ class StreamingSampler:
         self.guided = settings.guidance != 1.0
         self.state = model.init_state(self._rows(), model.device, model.dtype)
         self.sigmas = euler_sigmas(scheduler, settings.steps)
-        self.ring = deque(maxlen=ring)  # committed context frames (B, C, H, W), as committed
+        self.ring = deque(maxlen=ring)  # (clean latent, its commit noise), (B, C, H, W) each
         self.frames = 0  # latent frames committed
 
     def _rows(self) -> int:
@@ -115,28 +111,26 @@ class StreamingSampler:
         return torch.randn(self.batch, *self.latent_shape, generator=self.generator).to(self.model.device,
                                                                                          self.model.dtype)
 
-    def renoise(self, x: torch.Tensor, noise: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """A clean latent frame (B, C, H, W) at the context noise level, as it is committed."""
-        c = self.settings.context_noise
-        return (1 - c) * x + c * (self._noise() if noise is None else noise)
-
-    def _commit(self, frames: list, state: list) -> list:
-        """Fold context frames [(B, C, H, W)] into `state` in one pass; returns the new state."""
-        x = torch.stack(frames, dim=2)
+    def _commit(self, clean: list, noise: list, level: float, state: list) -> list:
+        """Fold clean latent frames [(B, C, H, W)], each re-noised to `level` with its noise,
+        into `state` in one pass (the commit pass); returns the new state."""
+        x = torch.stack([(1 - level) * z + level * n for z, n in zip(clean, noise)], dim=2)
         if self.guided:
             x = torch.cat([x, x])
-        t = torch.full(x.shape[:1] + x.shape[2:3], self.settings.context_noise, device=x.device, dtype=x.dtype)
+        t = torch.full(x.shape[:1] + x.shape[2:3], level, device=x.device, dtype=x.dtype)
         return self.model.prefill(x, t, self.ctx, state)
+
+    def _fold(self, clean: list, noise: list) -> None:
+        self.state = self._commit(clean, noise, self.settings.context_noise, self.state)
+        self.ring.extend(zip(clean, noise))
+        self.frames += len(clean)
 
     @torch.no_grad()
     def prime(self, latents: torch.Tensor, noise: Optional[torch.Tensor] = None) -> None:
         """Commit given clean latents (B, C, F, H, W) as context, as `next` commits its own
         output; `noise` (B, C, F, H, W) replaces the drawn commit noise (tests)."""
-        frames = [self.renoise(latents[:, :, f], None if noise is None else noise[:, :, f])
-                  for f in range(latents.shape[2])]
-        self.state = self._commit(frames, self.state)
-        self.ring.extend(frames)
-        self.frames += len(frames)
+        clean = list(latents.unbind(dim=2))
+        self._fold(clean, [self._noise() for _ in clean] if noise is None else list(noise.unbind(dim=2)))
 
     @torch.no_grad()
     def next(self) -> torch.Tensor:
@@ -145,19 +139,17 @@ class StreamingSampler:
         for i in range(self.settings.steps):
             v = guided_velocity(self.model, x, self.sigmas[i], self.ctx, self.state, self.settings.guidance)
             x = x + (self.sigmas[i + 1] - self.sigmas[i]).item() * v
-        frame = self.renoise(x)
-        self.state = self._commit([frame], self.state)
-        self.ring.append(frame)
-        self.frames += 1
+        self._fold([x], [self._noise()])
         return x
 
     @torch.no_grad()
-    def set_context(self, ctx: TextContext, mode: str = "recommit") -> None:
+    def set_context(self, ctx: TextContext, mode: str = "recommit", level: Optional[float] = None) -> None:
         """The prompt from the next latent frame on. `swap`: only the text context changes
         (O(1)); the state keeps every frame committed under the old prompt, whose λ = 1
         channels hold it for long. `recommit`: a fresh state, into which the ring's frames
-        are re-committed under the new prompt, so position and motion carry over and the
-        old prompt's long-term average does not (O(ring)). Frame indices go on counting."""
+        are re-committed under the new prompt (at noise `level`, default the context noise),
+        so position and motion carry over and the old prompt's long-term average does not
+        (O(ring)). Frame indices go on counting."""
         if mode not in SWITCH_MODES:
             raise UsageError(f"unknown switch mode '{mode}': use {' or '.join(SWITCH_MODES)}")
         self.ctx = ctx
@@ -166,29 +158,6 @@ class StreamingSampler:
         fresh = self.model.init_state(self._rows(), self.model.device, self.model.dtype)
         for block_state in fresh:
             block_state.frames = self.frames - len(self.ring)
-        self.state = self._commit(list(self.ring), fresh)
-
-
-def stream_latents(
-    model: PoMVideoDiT,
-    contexts: Sequence,
-    num_latent_frames: int,
-    latent_shape: tuple,
-    settings: SamplerSettings,
-    scheduler,
-    generator: torch.Generator,
-    batch: int = 1,
-    switch: str = "swap",
-) -> Iterator[torch.Tensor]:
-    """Yield clean latent frames (B, C, H, W) one by one.
-
-    `contexts` is a list of (first latent frame, TextContext) sorted by frame; with guidance
-    each TextContext holds the conditional rows then the unconditional rows (2B). Each later
-    context comes in by `switch` (see `StreamingSampler.set_context`).
-    """
-    schedule = list(contexts)
-    sampler = StreamingSampler(model, schedule.pop(0)[1], latent_shape, settings, scheduler, generator, batch)
-    for f in range(num_latent_frames):
-        while schedule and schedule[0][0] <= f:
-            sampler.set_context(schedule.pop(0)[1], switch)
-        yield sampler.next()
+        clean, noise = zip(*self.ring)
+        level = self.settings.context_noise if level is None else level
+        self.state = self._commit(list(clean), list(noise), level, fresh)

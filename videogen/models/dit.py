@@ -19,7 +19,7 @@ L text length, Dt text width, D model width.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch

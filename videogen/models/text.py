@@ -10,7 +10,7 @@ Shapes: B prompts, L tokens, Dt text width.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import collections
 import json

@@ -25,8 +25,8 @@ from diffusers.utils import logging as diffusers_logging
 
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
-from videogen.diffusion.sampler import SWITCH_MODES, parse_prompt_schedule
-from videogen.pipelines.stream import DEFAULT_RING, DEFAULT_SWITCH, StreamSession
+from videogen.diffusion.sampler import parse_prompt_schedule
+from videogen.pipelines.stream import DEFAULT_RECOMMIT_NOISE, DEFAULT_RING, DEFAULT_SWITCH, StreamSession, check_switch
 
 logger = logging.getLogger("videogen")
 
@@ -72,7 +72,8 @@ class VideoGenPipeline(DiffusionPipeline):
                  prompt_schedule: Optional[str] = None, height: Optional[int] = None,
                  width: Optional[int] = None, init_frames: Optional[Iterable] = None,
                  include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
-                 recommit_frames: int = DEFAULT_RING) -> Iterator[np.ndarray]:
+                 recommit_frames: int = DEFAULT_RING,
+                 recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE) -> Iterator[np.ndarray]:
         """Yield RGB frames (H, W, 3) uint8, each as soon as it is decoded: the given
         `init_frames` (any iterable of (H, W, 3) uint8; see `StreamSession`) unless
         `include_init_frames` is False, then `num_frames` new frames.
@@ -84,8 +85,8 @@ class VideoGenPipeline(DiffusionPipeline):
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
         session = self.stream(schedule.pop(0)[1], num_frames, init_frames=init_frames,
                               include_init=include_init_frames, seed=seed, steps=steps, guidance=guidance,
-                              context_noise=context_noise, switch=switch, ring=recommit_frames, height=height,
-                              width=width)
+                              context_noise=context_noise, switch=switch, ring=recommit_frames,
+                              recommit_noise=recommit_noise, height=height, width=width)
         for frame in session:
             yield frame
             while schedule and schedule[0][0] <= session.generated:
@@ -213,7 +214,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                      device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
                      progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
                      include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
-                     recommit_frames: int = DEFAULT_RING) -> str:
+                     recommit_frames: int = DEFAULT_RING, recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
@@ -223,7 +224,6 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     from transformers.utils import logging as transformers_logging
 
     from videogen.data.video_io import open_writer
-    from videogen.utils.atomic import remove_stale_temps
 
     diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
     transformers_logging.disable_progress_bar()
@@ -233,6 +233,36 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         if not prompt_schedule:
             raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
         prompt = parse_prompt_schedule(prompt_schedule)[0][1]
+    check_settings(frames=frames, steps=steps, guidance=guidance, context_noise=context_noise, crf=crf, fps=fps,
+                   prompt_schedule=prompt_schedule)
+    check_switch(switch, recommit_frames, recommit_noise)
+    resolve_device_dtype(device, dtype)
+    init_frames = open_init_frames(init_video, init_image)
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"--threads must be at least 1, not {threads}")
+        torch.set_num_threads(threads)
+    remove_killed_runs_temps(output)
+    with open_writer(output, fps=fps or 8, crf=crf) as writer:
+        pipe = load_pipeline(model, device, dtype)
+        writer.fps = fps or pipe.config.fps
+        frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
+                           seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
+                           include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames,
+                           recommit_noise=recommit_noise)
+        bar = tqdm(frames_iter, total=None if init_frames is not None else frames, unit="frame",
+                   desc="generating", disable=not progress)
+        with interrupt_between_frames() as check:
+            for frame in bar:
+                writer.write(frame)
+                check()
+    return output
+
+
+def check_settings(*, frames: int, steps: Optional[int], guidance: Optional[float],
+                   context_noise: Optional[float], crf: int, fps: Optional[int],
+                   prompt_schedule: Optional[str]) -> None:
+    """The generate options a user can get wrong, checked before anything is loaded or written."""
     if frames < 1:
         raise UsageError(f"--frames must be at least 1, not {frames}")
     if steps is not None and steps < 1:
@@ -251,34 +281,18 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
             raise UsageError(f"--prompt-schedule entry '{late[0][0]}:{late[0][1]}' starts past the {frames} new "
                              f"frames of --frames (0..{frames - 1}): the schedule counts new frames, after any "
                              "init frames; start it earlier or raise --frames")
-    if switch not in SWITCH_MODES:
-        raise UsageError(f"unknown --switch '{switch}': use {' or '.join(SWITCH_MODES)}")
-    if recommit_frames < 1:
-        raise UsageError(f"--recommit-frames must be at least 1, not {recommit_frames}")
-    resolve_device_dtype(device, dtype)
-    init_frames = open_init_frames(init_video, init_image)
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"--threads must be at least 1, not {threads}")
-        torch.set_num_threads(threads)
+
+
+def remove_killed_runs_temps(output: str) -> None:
+    """Remove the temporary files that killed runs left for this output (only this output's,
+    and not one a live run into the same path still holds)."""
+    from videogen.utils.atomic import remove_stale_temps
+
     folder, name = os.path.split(os.path.abspath(output))
-    stale = remove_stale_temps(folder, [name])  # a killed run's; only this output's
+    stale = remove_stale_temps(folder, [name])
     if stale:
         logger.warning("removed %s: temporary file%s of %s that a killed run left", ", ".join(sorted(stale)),
                        "s" if len(stale) > 1 else "", name)
-    with open_writer(output, fps=fps or 8, crf=crf) as writer:
-        pipe = load_pipeline(model, device, dtype)
-        writer.fps = fps or pipe.config.fps
-        frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
-                           seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
-                           include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames)
-        bar = tqdm(frames_iter, total=None if init_frames is not None else frames, unit="frame",
-                   desc="generating", disable=not progress)
-        with interrupt_between_frames() as check:
-            for frame in bar:
-                writer.write(frame)
-                check()
-    return output
 
 
 def open_init_frames(init_video: Optional[str], init_image: Optional[str]) -> Optional[Iterable]:
