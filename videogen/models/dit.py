@@ -34,7 +34,7 @@ from videogen.models.mixers import make_mixer
 
 @dataclass
 class ModelConfig:
-    """PoMVideoDiT arguments (see videogen/model.py)."""
+    """PoMVideoDiT arguments (the class below)."""
 
     patch_size: int = 2
     dim: int = 128
