@@ -220,33 +220,10 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
     return pipe
 
 
-def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,
-                     steps: Optional[int] = None, guidance: Optional[float] = None,
-                     context_noise: Optional[float] = None, seed: int = 0, fps: Optional[int] = None,
-                     prompt_schedule: Optional[str] = None, crf: int = 18,
-                     device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
-                     progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
-                     include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
-                     recommit_frames: int = DEFAULT_RING) -> str:
-    """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
-    frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
-
-    The file appears at `output` only when complete (temporary name, then rename).
-    """
-    from tqdm import tqdm
-    from transformers.utils import logging as transformers_logging
-
-    from videogen.data.video_io import open_writer
-    from videogen.utils.atomic import remove_stale_temps
-
-    diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
-    transformers_logging.disable_progress_bar()
-    diffusers_logging.set_verbosity_error()  # load-time notices are not for a CLI user
-
-    if not prompt or not prompt.strip():
-        if not prompt_schedule:
-            raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
-        prompt = parse_prompt_schedule(prompt_schedule)[0][1]
+def check_generate_options(frames: int, *, steps: Optional[int], guidance: Optional[float],
+                           context_noise: Optional[float], crf: int, fps: Optional[int],
+                           prompt_schedule: Optional[str], switch: str, recommit_frames: int) -> None:
+    """The `videogen generate` options, checked before the model loads (UsageError with the fix)."""
     if frames < 1:
         raise UsageError(f"--frames must be at least 1, not {frames}")
     if steps is not None and steps < 1:
@@ -269,6 +246,39 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         raise UsageError(f"unknown --switch '{switch}': use {' or '.join(SWITCH_MODES)}")
     if recommit_frames < 1:
         raise UsageError(f"--recommit-frames must be at least 1, not {recommit_frames}")
+
+
+def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,
+                     steps: Optional[int] = None, guidance: Optional[float] = None,
+                     context_noise: Optional[float] = None, seed: int = 0, fps: Optional[int] = None,
+                     prompt_schedule: Optional[str] = None, crf: int = 18,
+                     device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
+                     progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
+                     include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
+                     recommit_frames: int = DEFAULT_RING) -> str:
+    """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
+    frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
+
+    The file appears at `output` only when complete (temporary name, then rename).
+    """
+    from tqdm import tqdm
+    from transformers.utils import logging as transformers_logging
+
+    from videogen.data.video_io import open_writer
+    from videogen.models.text import warn_unknown_words
+    from videogen.utils.atomic import remove_stale_temps
+
+    diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()  # load-time notices are not for a CLI user
+
+    if not prompt or not prompt.strip():
+        if not prompt_schedule:
+            raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
+        prompt = parse_prompt_schedule(prompt_schedule)[0][1]
+    check_generate_options(frames, steps=steps, guidance=guidance, context_noise=context_noise, crf=crf,
+                           fps=fps, prompt_schedule=prompt_schedule, switch=switch,
+                           recommit_frames=recommit_frames)
     resolve_device_dtype(device, dtype)
     init_frames = open_init_frames(init_video, init_image)
     if threads is not None:
@@ -282,6 +292,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                        "s" if len(stale) > 1 else "", name)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
+        schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
+        warn_unknown_words(pipe.tokenizer, [text for _, text in schedule])
         writer.fps = fps or pipe.config.fps
         frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
                            seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
