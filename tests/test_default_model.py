@@ -1,7 +1,10 @@
 """The embedded default model: package data in the pipeline layout, safetensors only, at most
 50 MB, loaded when no --model is given, and drawing the prompt's object."""
 
+import json
+import logging
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -12,6 +15,9 @@ from videogen.pipelines.pipeline import COMPONENTS, DEFAULT_MODEL_DIR
 
 SHIPPED = os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, "model_index.json"))
 ENV = dict(os.environ, OMP_NUM_THREADS="1")
+ROOT = pathlib.Path(__file__).parents[1]
+# Ids of the committed prompts under the shipped tokenizer before it got its normaliser.
+IDS_BEFORE = ROOT / "tests" / "fixtures" / "default_prompt_ids.json"
 
 
 def test_without_a_shipped_model_generate_names_the_fix(tmp_path, monkeypatch):
@@ -51,4 +57,69 @@ def test_generate_without_model_draws_the_prompt(tmp_path):
     video = read_video(str(out))
     assert video.shape == (33, 64, 64, 3) and video.dtype == np.uint8
     row = score_video(video, prompt)
+    assert row["presence"] >= 0.9 and row["colour_ok"] and row["shape_ok"] and row["direction_ok"], row
+
+
+@pytest.fixture(scope="module")
+def shipped_tokenizer():
+    from videogen.pipelines.pipeline import load_pipeline
+
+    return load_pipeline().tokenizer  # as `videogen generate` loads it
+
+
+@pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
+def test_shipped_tokenizer_reads_prompts_as_typed(shipped_tokenizer):
+    """The ids of the committed prompts are the ones the model was trained on, and UPPER
+    case, Title Case or a trailing '.', '!' or ',' changes none of them."""
+    before = json.loads(IDS_BEFORE.read_text())["ids"]
+    prompts = [p for p in (ROOT / "data" / "prompts_shapes.txt").read_text().split("\n") if p.strip()]
+    assert sorted(before) == sorted(prompts) and len(prompts) == 69
+    for prompt in prompts:
+        ids = shipped_tokenizer(prompt).input_ids
+        assert ids == before[prompt], prompt
+        for typed in [prompt.upper(), prompt.title()] + [prompt + mark for mark in ".!,"]:
+            assert shipped_tokenizer(typed).input_ids == ids, typed
+    for name in ("model_index.json", os.path.join("tokenizer", "tokenizer_config.json")):
+        text = open(os.path.join(DEFAULT_MODEL_DIR, name)).read()
+        assert "PreTrainedTokenizerFast" in text and "T5Tokenizer" not in text, name
+
+
+@pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
+def test_shipped_vocabulary_and_unknown_words(shipped_tokenizer):
+    from videogen.data.shapes import COLOURS, MOTIONS, SHAPES
+    from videogen.models.text import unknown_words, vocabulary_words
+
+    world = set(COLOURS) | set(SHAPES) | {w for m in MOTIONS for w in m.split()}
+    filler = {"a", "on", "black", "background", "the", "is"}
+    assert set(vocabulary_words(shipped_tokenizer)) == world | filler  # no sub-word such as "st"
+    assert unknown_words(shipped_tokenizer, "A Yellow Triangle moving left.") == []
+    assert unknown_words(shipped_tokenizer, "a crimson ball") == ["crimson", "ball"]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
+def test_generate_warns_once_about_unknown_words(tmp_path, caplog):
+    from videogen.pipelines.pipeline import generate_to_file
+
+    with caplog.at_level(logging.WARNING, logger="videogen"):
+        generate_to_file("A Red Circle, moving right!", str(tmp_path / "known.mp4"), frames=1, progress=False)
+        assert not caplog.records, [r.getMessage() for r in caplog.records]
+        generate_to_file("a crimson ball", str(tmp_path / "unknown.mp4"), frames=1, progress=False)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and lines[0].startswith("unknown words: 'crimson', 'ball'; this model knows: "), lines
+    assert "(colours)" in lines[0] and "circle, square, triangle (shapes)" in lines[0]
+
+
+@pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
+def test_generate_title_case_prompt_draws_it(tmp_path):
+    """Typed as a new user would: before the normaliser this drew a purple square moving
+    right ("Yellow" read as Y/e/ll/ow)."""
+    from videogen.data.video_io import read_video
+    from videogen.evaluation.shapes_scorer import score_video
+
+    out = tmp_path / "yellow.mp4"
+    done = subprocess.run([sys.executable, "-m", "videogen", "generate", "A Yellow Triangle moving left.",
+                           "--frames", "33", "-o", str(out)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "unknown words" not in done.stderr
+    row = score_video(read_video(str(out)), "a yellow triangle moving left")
     assert row["presence"] >= 0.9 and row["colour_ok"] and row["shape_ok"] and row["direction_ok"], row

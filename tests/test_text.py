@@ -1,7 +1,10 @@
-"""Tokenizer training, T5 encoder save/load, and prompt batching."""
+"""Tokenizer training and normalising, unknown words, T5 encoder save/load, and prompt
+batching."""
 
 import itertools
 import logging
+import pathlib
+import string
 
 import pytest
 import torch
@@ -9,13 +12,20 @@ import torch
 from videogen.models.text import TextConfig
 from videogen.errors import UsageError
 from videogen.models.text import (build_text_encoder, build_tokenizer, encode_prompts,
-                           load_text_components)
+                           load_text_components, unknown_words, vocabulary_words,
+                           warn_unknown_words)
 
 COLOURS = ["red", "yellow", "green", "cyan", "blue", "purple", "white"]
 SHAPES = ["circle", "square", "triangle"]
 MOTIONS = ["moving left", "moving right", "moving up", "moving down", "standing still"]
 CORPUS = [f"a {c} {s} {m}" for c, s, m in itertools.product(COLOURS, SHAPES, MOTIONS)]
 PROMPTS = ["a red circle moving left", "", "a blue square standing still on a black background"]
+SHAPES_PROMPTS = pathlib.Path(__file__).parents[1] / "data" / "prompts_shapes.txt"
+
+
+def typed_variants(prompt: str) -> list:
+    """`prompt` as users type it: UPPER case, Title Case, a trailing '.', '!' or ','."""
+    return [prompt.upper(), prompt.title()] + [prompt + mark for mark in ".!,"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +58,10 @@ def test_save_load_round_trip(components):
     loaded_tok, loaded_enc = load_text_components(path)
     texts = CORPUS[:5] + PROMPTS + ["unseen Words, with CAPS!"]
     assert loaded_tok(texts).input_ids == tokenizer(texts).input_ids
+    # the normaliser survives the load (a T5Tokenizer class would rebuild its own, cased)
+    assert type(loaded_tok).__name__ in ("PreTrainedTokenizerFast", "TokenizersBackend")
+    typed = loaded_tok("A Purple TRIANGLE, moving up.").input_ids
+    assert typed == tokenizer("a purple triangle moving up").input_ids
     assert not loaded_enc.training
     assert not any(p.requires_grad for p in loaded_enc.parameters())
     emb, mask = encode_prompts(tokenizer, encoder, PROMPTS, max_length=32)
@@ -87,3 +101,54 @@ def test_missing_directory_is_a_usage_error(tmp_path):
         load_text_components(str(tmp_path / "no_such_model"))
     with pytest.raises(UsageError, match="cannot load"):
         load_text_components(str(tmp_path))  # exists but holds no model
+
+
+def test_typed_prompts_read_as_their_lowercase_form():
+    """Case, trailing punctuation and extra spaces change no id, for every committed prompt."""
+    from videogen.pipelines.pipeline import shapes_corpus
+
+    tokenizer = build_tokenizer(shapes_corpus())
+    prompts = SHAPES_PROMPTS.read_text().split("\n")
+    prompts = [p for p in prompts if p.strip()]
+    assert len(prompts) == 69
+    for prompt in prompts:
+        ids = tokenizer(prompt).input_ids
+        assert tokenizer.unk_token_id not in ids and len(ids) == len(prompt.split()) + 1, prompt
+        for typed in typed_variants(prompt) + ["  " + prompt.replace(" ", "   ") + " "]:
+            assert tokenizer(typed).input_ids == ids, typed
+    # "circle," in a caption is the word "circle", not a piece of its own
+    assert tokenizer("red circle, moving left").input_ids == tokenizer("red circle moving left").input_ids
+    assert tokenizer("ＲＥＤ circle").input_ids == tokenizer("red circle").input_ids  # NFKC: full-width
+
+
+def test_vocabulary_and_unknown_words(components, caplog):
+    tokenizer, _, _ = components
+    corpus_words = {w for text in CORPUS for w in text.split()}
+    assert set(vocabulary_words(tokenizer)) == corpus_words
+    for typed in typed_variants("a purple triangle moving up") + ["Red, CIRCLE... standing still!"]:
+        assert unknown_words(tokenizer, typed) == [], typed
+    assert unknown_words(tokenizer, "A Crimson BALL, moving up; a crimson ball.") == ["crimson", "ball"]
+    with caplog.at_level(logging.WARNING, logger="videogen"):
+        warn_unknown_words(tokenizer, ["A Red Circle.", "a crimson ball", "a crimson ball"])
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1, lines  # once per prompt, none for known words
+    assert lines[0].startswith("unknown words: 'crimson', 'ball'; this model knows: red, yellow, green")
+    assert "circle, square, triangle (shapes), moving left/right/up/down, standing still" in lines[0]
+
+
+def test_pretrained_t5_tokenizer_stays_cased_and_open(tmp_path):
+    """A real T5's sentencepiece vocabulary is cased and open: loading keeps its case, and
+    no word is 'unknown' to it. (A stand-in: a cased Unigram over 1,100 pieces.)"""
+    from tokenizers import Tokenizer, models
+    from transformers import T5TokenizerFast
+
+    vocab = ([("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -2.0), ("▁Red", -1.0), ("▁red", -1.0)]
+             + [(c, -3.0) for c in string.ascii_letters] + [(f"▁w{i}", -4.0) for i in range(1100)])
+    backend = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
+    T5TokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                    extra_ids=0).save_pretrained(tmp_path)
+    build_text_encoder(TextConfig(), vocab_size=len(vocab)).save_pretrained(tmp_path)
+    tokenizer, _ = load_text_components(str(tmp_path))
+    red, lower = tokenizer("Red red").input_ids[:2]
+    assert red != lower
+    assert vocabulary_words(tokenizer) is None and unknown_words(tokenizer, "a crimson ball") == []

@@ -4,6 +4,8 @@ Pretrained T5s (e.g. google/flan-t5-small) load from a local directory or the lo
 Hugging Face cache; nothing is downloaded at run time unless VIDEOGEN_ALLOW_DOWNLOAD=1.
 Small models for tests and the embedded default are built here: `build_tokenizer`
 trains a Unigram tokenizer on captions, `build_text_encoder` makes a random T5 encoder.
+A tokenizer built here reads text the way users type it (case folded, punctuation
+dropped, spaces collapsed) and names the words it knows (`unknown_words`).
 
 Shapes: B prompts, L tokens, Dt text width.
 """
@@ -21,8 +23,8 @@ import string
 from typing import Iterable, Optional
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, T5Config, T5EncoderModel, T5TokenizerFast
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from videogen.errors import UsageError
 
@@ -42,9 +44,13 @@ class TextConfig:
 logger = logging.getLogger("videogen")
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"  # ids 0, 1, 2, as in every T5 vocabulary
-# Characters always in the vocabulary, so unseen words split into pieces, not <unk>.
-ALPHABET = string.ascii_letters + string.digits + string.punctuation
+# Characters always in the vocabulary, so unseen words split into pieces, not <unk>
+# (capitals and punctuation never reach the model: see `normalise`).
+ALPHABET = string.ascii_lowercase + string.digits
 MIN_VOCAB = 128  # specials, "▁", the alphabet, and room for whole words
+# A vocabulary this small is closed: the words it holds are the ones the model was trained
+# on. A pretrained T5 (32k sentencepiece pieces) reads any word, so it gets no warning.
+MAX_CLOSED_VOCAB = 1024
 
 
 # --------------------------------------------------------------------------- building
@@ -52,22 +58,32 @@ MIN_VOCAB = 128  # specials, "▁", the alphabet, and room for whole words
 
 def _subword_pieces(corpus: list, vocab_size: int) -> list:
     """(piece, log-prob) pairs from the tokenizers Unigram trainer, specials excluded."""
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.pre_tokenizer = _t5_pre_tokenizer()
+    tokenizer = normalise(Tokenizer(models.Unigram()))
     trainer = trainers.UnigramTrainer(
         vocab_size=vocab_size, special_tokens=[PAD, EOS, UNK], unk_token=UNK,
         initial_alphabet=list(ALPHABET), show_progress=False)
     tokenizer.train_from_iterator(corpus, trainer=trainer)
     pieces = json.loads(tokenizer.to_str())["model"]["vocab"]  # the only API with scores
-    return [(p, s) for p, s in pieces if p not in (PAD, EOS, UNK)]
+    # A "▁"-prefixed piece is a whole word (`vocabulary_words`), so no sub-word is one.
+    return [(p, s) for p, s in pieces if p not in (PAD, EOS, UNK) and not _is_word_piece(p)]
 
 
-def _t5_pre_tokenizer():
-    # Exactly what T5TokenizerFast builds on load, so from_pretrained gives the same ids.
-    return pre_tokenizers.Sequence([
+def normalise(backend: Tokenizer) -> Tokenizer:
+    """Give `backend` the normaliser and pre-tokenizer of the tokenizers built here.
+
+    "A Yellow Triangle, moving left." then reads as "a yellow triangle moving left":
+    NFKC folds compatibility forms (full-width letters), text is lowercased, runs of
+    spaces collapse, and punctuation is split off and dropped, so that a trailing '.'
+    or ',' adds no token the captions never had. Only for vocabularies trained here:
+    a pretrained T5's sentencepiece vocabulary is cased.
+    """
+    backend.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
+    backend.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.WhitespaceSplit(),
+        pre_tokenizers.Punctuation(behavior="removed"),
         pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True),
     ])
+    return backend
 
 
 def _unigram_vocab(corpus: list, vocab_size: int) -> list:
@@ -80,7 +96,8 @@ def _unigram_vocab(corpus: list, vocab_size: int) -> list:
     join the trained pieces, and the trained pieces' scores are shifted below every
     word's so that a known word is always one token.
     """
-    counts = collections.Counter("▁" + word for text in corpus for word in text.split())
+    reader = normalise(Tokenizer(models.Unigram()))
+    counts = collections.Counter(word for text in corpus for word in _words(reader, text))
     words = [w for w, _ in counts.most_common((vocab_size - 3) // 2)]
     total = sum(counts.values())
     word_scores = {w: math.log(counts[w] / total) for w in words}
@@ -94,12 +111,12 @@ def _unigram_vocab(corpus: list, vocab_size: int) -> list:
     return specials + list(word_scores.items()) + subwords
 
 
-def build_tokenizer(corpus: Iterable[str], vocab_size: int = 256) -> T5TokenizerFast:
-    """A T5 tokenizer (Unigram + Metaspace, <pad>=0 </s>=1 <unk>=2) trained on `corpus`.
+def build_tokenizer(corpus: Iterable[str], vocab_size: int = 256) -> PreTrainedTokenizerFast:
+    """A T5-style tokenizer (Unigram + Metaspace, <pad>=0 </s>=1 <unk>=2) trained on `corpus`.
 
     It has at most vocab_size pieces, appends </s> to every text (so "" encodes to
-    [</s>]) and has no <extra_id_*> sentinels, which only matter for T5's
-    span-corruption pre-training.
+    [</s>]), has no <extra_id_*> sentinels (they only matter for T5's span-corruption
+    pre-training), and carries the normaliser of `normalise`.
     """
     corpus = list(corpus)
     if not corpus:
@@ -108,14 +125,14 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 256) -> T5Tokenizer
         raise ValueError(f"vocab_size must be at least {MIN_VOCAB}: the alphabet alone "
                          f"takes {len(ALPHABET) + 4} pieces")
     vocab = _unigram_vocab(corpus, vocab_size)
-    backend = Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False))
-    backend.pre_tokenizer = _t5_pre_tokenizer()
+    backend = normalise(Tokenizer(models.Unigram(vocab, unk_id=2, byte_fallback=False)))
     backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     backend.post_processor = processors.TemplateProcessing(
         single=f"$A {EOS}", pair=f"$A {EOS} $B {EOS}", special_tokens=[(EOS, 1)])
-    # Not T5TokenizerFast(vocab_file=...): that silently builds a 4-token tokenizer.
-    return T5TokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS,
-                           unk_token=UNK, extra_ids=0)
+    # Not T5TokenizerFast: on load it rebuilds its own normaliser and pre-tokenizer
+    # (ignoring ours), and T5TokenizerFast(vocab_file=...) builds a 4-token tokenizer.
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS,
+                                   unk_token=UNK)
 
 
 def build_text_encoder(cfg: TextConfig, vocab_size: int) -> T5EncoderModel:
@@ -166,6 +183,90 @@ def load_text_components(
                                dtype=dtype)
     encoder.to(device).eval().requires_grad_(False)
     return tokenizer, encoder
+
+
+# --------------------------------------------------------------------------- vocabulary
+
+
+def _is_word_piece(piece: str) -> bool:
+    return len(piece) > 1 and piece[0] == "▁" and piece[1:].isalnum()
+
+
+def _words(backend: Tokenizer, text: str) -> list:
+    """The words of `text` as `backend` reads them: 'A Yellow.' -> ['▁a', '▁yellow']."""
+    if backend.normalizer is not None:
+        text = backend.normalizer.normalize_str(text)
+    if backend.pre_tokenizer is None:
+        return text.split()
+    return [piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(text)]
+
+
+def vocabulary_words(tokenizer) -> Optional[list]:
+    """The whole words of a closed vocabulary (one built here), or None for an open one.
+
+    A whole word is a "▁"-prefixed piece of letters or digits that scores above every
+    piece not so prefixed (the characters, bare "▁"): `_unigram_vocab` scores all
+    sub-words below all words. (The shipped default, built before sub-words were kept
+    off "▁", holds "▁st" and "▁b"; they score below that line.)
+    """
+    if len(tokenizer) > MAX_CLOSED_VOCAB:
+        return None
+    model = json.loads(tokenizer.backend_tokenizer.to_str())["model"]
+    if model.get("type") != "Unigram":
+        return None
+    pieces = [(p, s) for p, s in model["vocab"] if p not in tokenizer.all_special_tokens]
+    floor = max((s for p, s in pieces if not (p.startswith("▁") and len(p) > 1)), default=-math.inf)
+    return [p[1:] for p, s in pieces if _is_word_piece(p) and s > floor]
+
+
+def unknown_words(tokenizer, prompt: str) -> list:
+    """Words of `prompt` that the tokenizer's closed vocabulary lacks (it can only split
+    them into sub-word pieces), in prompt order, each once; [] for an open vocabulary.
+
+    Case and punctuation count as the tokenizer reads them: with the default model
+    'A Crimson Ball.' -> ['crimson', 'ball'], 'A Red Circle.' -> [].
+    """
+    known = vocabulary_words(tokenizer)
+    if known is None:
+        return []
+    known = set(known)
+    words = [piece[1:] if piece.startswith("▁") else piece
+             for piece in _words(tokenizer.backend_tokenizer, prompt)]
+    return list(dict.fromkeys(w for w in words if w and w not in known))
+
+
+def describe_vocabulary(words: Iterable[str]) -> str:
+    """`words` for a user, the shapes world's first: 'red, blue (colours), circle (shapes),
+    moving left/right, standing still, a, on (other words)'."""
+    from videogen.data.shapes import COLOURS, MOTIONS, SHAPES
+
+    known = set(words)
+    parts, used = [], set()
+    for label, group in (("colours", COLOURS), ("shapes", SHAPES)):
+        found = [w for w in group if w in known]
+        if found:
+            parts.append(f"{', '.join(found)} ({label})")
+            used.update(found)
+    ways = collections.defaultdict(list)  # "moving" -> ["left", "right"]
+    for verb, way in (motion.split() for motion in MOTIONS):
+        if {verb, way} <= known:
+            ways[verb].append(way)
+            used.update((verb, way))
+    parts += [f"{verb} {'/'.join(group)}" for verb, group in ways.items()]
+    rest = sorted(known - used)
+    if rest:
+        parts.append(f"{', '.join(rest)} (other words)")
+    return ", ".join(parts)
+
+
+def warn_unknown_words(tokenizer, prompts: Iterable[str]) -> None:
+    """One warning per prompt that has words outside the tokenizer's closed vocabulary,
+    naming them and the words the model knows; silent for known words in any case."""
+    for prompt in dict.fromkeys(prompts):
+        unknown = unknown_words(tokenizer, prompt)
+        if unknown:
+            logger.warning("unknown words: %s; this model knows: %s", ", ".join(map(repr, unknown)),
+                           describe_vocabulary(vocabulary_words(tokenizer)))
 
 
 # --------------------------------------------------------------------------- encoding

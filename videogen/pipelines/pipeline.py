@@ -224,6 +224,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     from transformers.utils import logging as transformers_logging
 
     from videogen.data.video_io import open_writer
+    from videogen.models.text import warn_unknown_words
 
     diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
     transformers_logging.disable_progress_bar()
@@ -245,6 +246,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     remove_killed_runs_temps(output)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
+        warn_unknown_words(pipe.tokenizer, [text for _, text in parse_prompt_schedule(prompt_schedule)]
+                           if prompt_schedule else [prompt])
         writer.fps = fps or pipe.config.fps
         frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
                            seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
