@@ -129,6 +129,15 @@ def test_exact_resume_matches_a_straight_run(data, straight):
         train(TINY, data["overrides"] + [f"train.output_dir={data['root'] / 'empty'}"], export=str(exported))
 
 
+def test_gradient_checkpointing_trains_the_same_run(data, straight):
+    """train.gradient_checkpointing recomputes block activations in backward: less memory,
+    the same gradients, so the same 6 steps."""
+    out = data["root"] / "checkpointed"
+    done = train(TINY, data["overrides"] + [f"train.output_dir={out}", "train.gradient_checkpointing=true"])
+    assert done["step"] == 6
+    assert_same_run(straight, out, atol=1e-6)
+
+
 def test_checkpoints_hold_weights_in_safetensors_only(straight):
     ckpt = straight / "checkpoint-000006"
     ema = load_file(ckpt / "ema.safetensors")  # keyed by parameter name, like the model's file
