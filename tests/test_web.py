@@ -114,7 +114,9 @@ def tiny_server(tmp_path_factory):
     init_pipeline(str(tmp / "tiny"), config=os.path.join(REPO, "configs", "tiny.yaml"), seed=0)
     server = Server(tmp, model=tmp / "tiny", extra=("--max-upload-mb", "1"))
     yield server
-    assert server.stop() == 0
+    workdir = server.workdir()
+    assert server.stop() == 0  # SIGINT stops it cleanly
+    assert not os.path.exists(workdir)  # uploads, Gradio's copies and run files all go with it
 
 
 @pytest.fixture(scope="module")
