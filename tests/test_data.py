@@ -213,3 +213,16 @@ def test_latent_cache_writer_interrupted_or_concurrent(tmp_path, caplog):
     first.abort()
     second.abort()
     assert os.listdir(tmp_path) == []
+
+
+def test_a_random_window_is_read_alone_and_equals_the_slice(clips):
+    """Only the window is decoded (data/video_io.read_video start=, num_frames=): the same
+    frames as decoding the whole clip and slicing it."""
+    from videogen.data.video_io import read_video
+
+    ds = VideoTextDataset(write_csv(clips, GOOD, "good.csv"), frames=9, size=32, seed=5)
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        start = ds._start(1, 13)
+        whole = read_video(ds.entries[1].video)
+        assert torch.equal(ds[1]["video"], clip_to_tensor(whole[start:start + 9], 32))

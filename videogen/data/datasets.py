@@ -26,11 +26,9 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from videogen.data.manifests import SKIP_REASONS, Entry, SkipLog, read_manifest
-from videogen.data.video_io import VideoReadError, read_video
+from videogen.data.video_io import VideoReadError, frame_count, read_video
 from videogen.errors import UsageError
 from videogen.utils.frames import check_frame_count
-
-# Re-exported for training/ (not yet pointed at their new home): the latent cache moved.
 
 logger = logging.getLogger("videogen")
 
@@ -164,16 +162,29 @@ class VideoTextDataset(Dataset):
     def _load(self, j: int) -> dict:
         entry = self.entries[j]
         try:
-            frames = read_video(entry.video, fps=self.fps)
+            clip = self._read_window(entry.video, j)
         except VideoReadError as err:
             raise _Skip("unreadable", str(err)) from None
-        if len(frames) < self.frames:
-            at = f" at {self.fps:g} fps" if self.fps else ""
-            raise _Skip("too_short", f"{len(frames)} frames{at}, need {self.frames}")
-        start = self._start(j, len(frames))
-        clip = frames[start:start + self.frames]
         self._log_resize(clip.shape[1:3])
         return {"video": clip_to_tensor(clip, self.size), "caption": entry.caption, "index": j}
+
+    def _read_window(self, path: str, j: int) -> np.ndarray:
+        """The clip's window of `frames` frames, and only that decoded (a 9-frame clip of a
+        long 720p file costs 9 frames of memory, not the file's)."""
+        at = f" at {self.fps:g} fps" if self.fps else ""
+        available = frame_count(path, fps=self.fps)
+        if available < self.frames:
+            raise _Skip("too_short", f"{available} frames{at}, need {self.frames}")
+        start = self._start(j, available)
+        clip = read_video(path, fps=self.fps, start=start, num_frames=self.frames)
+        if len(clip) < self.frames and start > 0:
+            # The header promised more frames than the file holds: the window that ends
+            # where the file does (the same in every run).
+            start = max(0, start + len(clip) - self.frames)
+            clip = read_video(path, fps=self.fps, start=start, num_frames=self.frames)
+        if len(clip) < self.frames:
+            raise _Skip("too_short", f"{len(clip)} frames{at} (the header said {available}), need {self.frames}")
+        return clip
 
     def _start(self, j: int, available: int) -> int:
         if not self.random_start:

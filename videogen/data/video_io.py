@@ -22,6 +22,7 @@ from typing import Optional
 
 import numpy as np
 
+from videogen.data.frame_window import collect_frames, nearest_indices, source_index, window
 from videogen.errors import UsageError
 from videogen.utils.atomic import discard, hold, release, replace_into, temp_sibling
 
@@ -52,27 +53,45 @@ def read_video(
     *,
     num_frames: Optional[int] = None,
     fps: Optional[float] = None,
+    start: int = 0,
     backend: str = "auto",
 ) -> np.ndarray:
     """Read a video file, GIF or frame directory into (F, H, W, 3) uint8 RGB.
 
     fps: resample to this rate, taking for each output time the nearest stored frame
-    (None keeps every stored frame). num_frames: keep at most this many frames after
-    resampling. backend: "auto" (decord, then PyAV), "decord" or "pyav"; it only
-    matters for video files. Raises VideoReadError naming the file.
+    (None keeps every stored frame). start, num_frames: keep at most num_frames frames
+    from frame `start` on, both counted after resampling (a training clip's window).
+    A video file is decoded only up to the window's last frame, only the frames kept
+    are converted to RGB, and they go straight into the returned array: reading a
+    window costs about its own size, not the file's. backend: "auto" (decord, then
+    PyAV), "decord" or "pyav"; it only matters for video files. Raises VideoReadError
+    naming the file, also when the window holds no frame.
     """
     if fps is not None and fps <= 0:
         raise UsageError(f"fps must be positive, not {fps}")
     if num_frames is not None and num_frames < 1:
         raise UsageError(f"num_frames must be at least 1, not {num_frames}")
+    if start < 0:
+        raise UsageError(f"start must be at least 0, not {start}")
     kind = _source_kind(path)
     if kind == "dir":
-        frames = _read_frame_dir(path, fps, num_frames)
+        frames = _read_frame_dir(path, fps, start, num_frames)
     elif kind == "gif":
-        frames = _read_gif(path, fps)
+        frames = _read_gif(path, fps, start, num_frames)
     else:
-        frames = _read_with_backend(path, fps, num_frames, backend)
-    return frames[:num_frames]  # [:None] keeps all
+        frames = _read_with_backend(path, fps, start, num_frames, backend)
+    if len(frames) == 0:
+        raise VideoReadError(f"cannot read video '{path}': it has no frames from frame {start} on")
+    return frames
+
+
+def frame_count(path: str, *, fps: Optional[float] = None, backend: str = "auto") -> int:
+    """How many frames `read_video(path, fps=fps)` gives, from the file's header where it has
+    one (a video file is not decoded; the header can be wrong, so a read may give fewer)."""
+    count, stored_fps, _, _ = video_info(path, backend=backend)
+    if fps is None or stored_fps is None:
+        return count
+    return len(nearest_indices(count, stored_fps, fps))
 
 
 def video_info(path: str, *, backend: str = "auto") -> tuple:
@@ -119,27 +138,18 @@ def _guard(path: str, fn, *args):
         ) from None
 
 
-def _nearest_indices(num_stored: int, stored_fps: float, fps: Optional[float]) -> np.ndarray:
-    """Stored-frame indices nearest to the times 0, 1/fps, ... within the clip."""
-    if fps is None:
-        return np.arange(num_stored)
-    count = max(1, math.ceil(num_stored * fps / stored_fps - 1e-9))
-    times = np.arange(count) / fps
-    return np.minimum(np.floor(times * stored_fps + 0.5).astype(np.int64), num_stored - 1)
-
-
 # decord, with PyAV as the fallback
 
 
-def _read_with_backend(path: str, fps, num_frames, backend: str) -> np.ndarray:
+def _read_with_backend(path: str, fps, start: int, num_frames, backend: str) -> np.ndarray:
     if backend not in ("auto", "decord", "pyav"):
         raise UsageError(f"video backend must be auto, decord or pyav, not '{backend}'")
     if backend in ("auto", "decord"):
         try:
-            return _decord_read(path, fps, num_frames)
+            return _decord_read(path, fps, start, num_frames)
         except Exception as err:  # decord raises RuntimeError or its own DECORDError
             _fallback_or_raise(path, err, backend)
-    return _guard(path, _pyav_read, path, fps, num_frames)
+    return _guard(path, _pyav_read, path, fps, start, num_frames)
 
 
 def _fallback_or_raise(path: str, err: Exception, backend: str) -> None:
@@ -157,12 +167,18 @@ def _decord_reader(path: str):
     return decord.VideoReader(path, ctx=decord.cpu(0), num_threads=1)
 
 
-def _decord_read(path: str, fps, num_frames) -> np.ndarray:
+def _decord_read(path: str, fps, start: int, num_frames) -> np.ndarray:
     reader = _decord_reader(path)
-    indices = _nearest_indices(len(reader), reader.get_avg_fps(), fps)[:num_frames]
-    if len(indices) == 0:
-        raise VideoReadError(f"cannot read video '{path}': it has no frames")
-    return reader.get_batch(list(indices)).asnumpy()
+    indices = window(nearest_indices(len(reader), reader.get_avg_fps(), fps), start, num_frames)
+
+    def frames():  # one frame a call: decord's get_batch would hold the clip twice (its array + numpy's)
+        previous, frame = None, None
+        for index in indices.tolist():
+            if index != previous:  # resampling up repeats a frame: decode it once
+                frame, previous = reader.get_batch([index]).asnumpy()[0], index
+            yield frame
+
+    return collect_frames(frames(), len(indices))
 
 
 def _decord_info(path: str) -> tuple:
@@ -178,23 +194,41 @@ def _pyav_stream_fps(stream) -> float:
     return float(rate)
 
 
-def _pyav_read(path: str, fps, num_frames) -> np.ndarray:
+def _pyav_read(path: str, fps, start: int, num_frames) -> np.ndarray:
     import av
 
     with av.open(path) as container:
         stream = container.streams.video[0]
-        stored_fps = _pyav_stream_fps(stream)
-        # Decode in order, keeping only frames we need; the frame count in the header
-        # (stream.frames) can be 0 or wrong, so decode to the end when resampling.
-        decoded = []
-        for frame in container.decode(stream):
-            decoded.append(frame.to_ndarray(format="rgb24"))
-            if fps is None and num_frames is not None and len(decoded) >= num_frames:
-                break
-    if not decoded:
-        raise ValueError("it has no video frames")
-    indices = _nearest_indices(len(decoded), stored_fps, fps)[:num_frames]
-    return np.stack([decoded[i] for i in indices])
+        frames = _pyav_window(container.decode(stream), _pyav_stream_fps(stream), fps, start, num_frames)
+        return collect_frames(frames, num_frames)
+
+
+def _pyav_window(decoded, stored_fps: float, fps, start: int, num_frames):
+    """RGB frames start.. of the resampled clip from frames decoded in order: decoding stops
+    at the window's last frame, and only the frames kept are converted.
+
+    The frame count in the header (stream.frames) can be 0 or wrong, so the clip's end is
+    where decoding ends: output times still inside the clip then take its last frame, as
+    `nearest_indices` clamps them.
+    """
+    stop = None if num_frames is None else start + num_frames
+    k, count, last, rgb = start, 0, None, None
+    for i, frame in enumerate(decoded):
+        count, last, rgb = i + 1, frame, None
+        while (stop is None or k < stop) and source_index(k, stored_fps, fps) == i:
+            rgb = frame.to_ndarray(format="rgb24") if rgb is None else rgb
+            yield rgb
+            k += 1
+        if stop is not None and k >= stop:
+            return
+    if last is None:
+        return
+    total = len(nearest_indices(count, stored_fps, fps))
+    rgb = None
+    while k < (total if stop is None else min(stop, total)):
+        rgb = last.to_ndarray(format="rgb24") if rgb is None else rgb
+        yield rgb
+        k += 1
 
 
 def _pyav_info(path: str) -> tuple:
@@ -237,10 +271,10 @@ def _gif_sample_indices(delays_ms: list, fps: float) -> np.ndarray:
     return np.searchsorted(starts_ms, times_ms + 1e-6, side="right") - 1
 
 
-def _read_gif(path: str, fps) -> np.ndarray:
-    frames, delays_ms = _decode_gif(path)
+def _read_gif(path: str, fps, start: int, num_frames) -> np.ndarray:
+    frames, delays_ms = _decode_gif(path)  # Pillow decodes every frame anyway (GIF frames build on each other)
     indices = _gif_sample_indices(delays_ms, fps or 1000.0 / min(delays_ms))
-    return np.stack([frames[i] for i in indices])
+    return collect_frames((frames[i] for i in window(indices, start, num_frames)), None)
 
 
 def _frame_files(path: str) -> list:
@@ -260,14 +294,14 @@ def _read_image(file: str, video_path: str) -> np.ndarray:
     return _guard(video_path, load)
 
 
-def _read_frame_dir(path: str, fps, num_frames) -> np.ndarray:
+def _read_frame_dir(path: str, fps, start: int, num_frames) -> np.ndarray:
     if fps is not None:
         _warn_once("dir-fps", f"frame directory '{path}' has no timing; fps={fps} is "
                    "ignored and every frame is used")
-    frames = [_read_image(f, path) for f in _frame_files(path)[:num_frames]]
+    frames = [_read_image(f, path) for f in window(_frame_files(path), start, num_frames)]
     if len({f.shape for f in frames}) > 1:
         raise VideoReadError(f"cannot read video '{path}': its frames differ in size")
-    return np.stack(frames)
+    return collect_frames(frames, None)
 
 
 # --------------------------------------------------------------------------- writing

@@ -22,6 +22,9 @@ needs more frames than the video has is None.
   subject consistency (CLS-feature cosine to the first and the previous frame).
 - optional: the shapes-world check of a video against its prompt (`shapes_scorer`).
 
+Scene cuts (evaluation/cuts.py) are detected first: the pair and triple metrics of a
+video's summary leave out the pairs across a cut, and each shot is also scored alone.
+
 The model scores live in evaluation/model_scores.py, tables and plots in evaluation/report.py,
 `videogen eval` in evaluation/run.py.
 """
@@ -32,6 +35,7 @@ import cv2
 import numpy as np
 
 from videogen.data.video_io import read_video
+from videogen.evaluation.cuts import detect_cuts, shot_bounds
 from videogen.evaluation.model_scores import ClipScorer, DinoScorer
 from videogen.evaluation.shapes_scorer import score_video
 
@@ -140,11 +144,20 @@ def dynamic_degree(video: np.ndarray, flows=None) -> tuple[float | None, float |
     forward, _ = flows if flows is not None else compute_flows(video)
     if not len(forward):
         return None, None, np.zeros(0)
+    mean, top = flow_magnitudes(forward)
+    return float((top > dynamic_threshold(video)).mean()), float(mean.mean()), top
+
+
+def flow_magnitudes(forward: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, mean of the top 5%) flow magnitude of each pair, each (F-1,)."""
     magnitude = np.linalg.norm(forward, axis=-1).reshape(len(forward), -1)
     k = max(1, int(DYNAMIC_TOP_SHARE * magnitude.shape[1]))
-    top = -np.sort(-magnitude, axis=1)[:, :k].mean(axis=1)
-    threshold = DYNAMIC_THRESHOLD * min(video.shape[1:3])
-    return float((top > threshold).mean()), float(magnitude.mean()), top
+    return magnitude.mean(axis=1), -np.sort(-magnitude, axis=1)[:, :k].mean(axis=1)
+
+
+def dynamic_threshold(video: np.ndarray) -> float:
+    """Top-5% flow magnitude (pixels) above which a pair counts as dynamic."""
+    return DYNAMIC_THRESHOLD * min(video.shape[1:3])
 
 
 def _colour_histogram(frames: np.ndarray) -> np.ndarray:
@@ -202,59 +215,88 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 # ---------------------------------------------------------------------------- whole videos
 def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: bool = False,
-                    clip: ClipScorer | None = None, dino: DinoScorer | None = None) -> dict:
-    """Every metric of a (F, H, W, 3) uint8 video: {"summary": {...}, "curves": {...}}.
+                    clip: ClipScorer | None = None, dino: DinoScorer | None = None,
+                    cuts: bool | list = True) -> dict:
+    """Every metric of a (F, H, W, 3) uint8 video: {"summary", "curves", "cuts", "shots", ...}.
 
-    `shapes` adds the shapes-world check against `prompt` under "shapes"; `clip` and
-    `dino` add model scores (CLIP needs `prompt`).
+    cuts: True detects scene cuts (evaluation/cuts.py), False assumes one shot, a list
+    gives them (first frames of the shots after the first). The pair and triple metrics
+    (flicker, warping, smoothness, dynamic degree, SSIM, PSNR) of the summary leave out
+    the frame pairs across a cut, as VBench-Long scores shot by shot: they are the
+    means over the pairs within shots (each shot weighted by its pairs), and "shots"
+    lists each shot's own. The curves keep every pair (the plot marks the cuts); drift
+    is over the whole video. `shapes` adds the shapes-world check against `prompt`
+    under "shapes"; `clip` and `dino` add model scores (CLIP needs `prompt`).
     """
+    cut_frames = detect_cuts(video) if cuts is True else sorted(int(c) for c in (cuts or []))
     flows = compute_flows(video)
-    mad = frame_mad(video)
-    warp_err, warp_curve, occluded = warping_error(video, flows)
-    smooth_err, smooth_score, smooth_curve = motion_smoothness(video)
-    dyn, flow_mag, flow_curve = dynamic_degree(video, flows)
-    ssims = np.array([ssim(video[t], video[t + 1]) for t in range(len(video) - 1)])
-    psnrs = np.array([psnr(video[t], video[t + 1]) for t in range(len(video) - 1)])
+    _, warp_curve, occluded = warping_error(video, flows)
+    flow_mean, flow_top = flow_magnitudes(flows[0]) if len(video) > 1 else (np.zeros(0), np.zeros(0))
     dr = drift(video)
-
-    def mean(x):
-        return float(np.mean(x)) if len(x) else None
-
-    summary = {
-        "flicker": flicker_score(video), "mad": mean(mad),
-        "warping_error": warp_err, "occluded": mean(occluded),
-        "motion_smoothness": smooth_score, "smoothness_error": smooth_err,
-        "dynamic_degree": dyn, "flow_magnitude": flow_mag,
-        "ssim": mean(ssims), "psnr": mean(psnrs),
-        "drift_hist_slope": dr["hist_slope"], "drift_brightness_slope": dr["brightness_slope"],
-        "drift_hist_end": float(dr["hist"][-1]), "drift_brightness_end": float(dr["brightness"][-1]),
-    }
     curves = {
-        "pair_frame": np.arange(1, len(video)), "mad": mad, "ssim": ssims, "psnr": psnrs,
-        "flow_top": flow_curve, "warping_error": warp_curve,
-        "smoothness_frame": np.arange(1, len(video) - 1), "smoothness_error": smooth_curve,
+        "pair_frame": np.arange(1, len(video)), "mad": frame_mad(video),
+        "ssim": np.array([ssim(video[t], video[t + 1]) for t in range(len(video) - 1)]),
+        "psnr": np.array([psnr(video[t], video[t + 1]) for t in range(len(video) - 1)]),
+        "flow_top": flow_top, "flow_mean": flow_mean, "warping_error": warp_curve, "occluded": occluded,
+        "smoothness_frame": np.arange(1, len(video) - 1), "smoothness_error": motion_smoothness(video)[2],
         "drift_frame": dr["frames"], "drift_hist": dr["hist"], "drift_brightness": dr["brightness"],
     }
-    if clip is not None:
-        if not prompt:
-            raise ValueError("a CLIP score needs the video's prompt")
-        curves["clip"] = clip(video, prompt)
-        summary["clip_score"] = mean(curves["clip"])
-    if dino is not None:
-        curves["dino_first"], curves["dino_prev"] = dino(video)
-        summary["dino_first"], summary["dino_prev"] = mean(curves["dino_first"]), mean(curves["dino_prev"])
+    threshold = dynamic_threshold(video)
+    bounds = shot_bounds(cut_frames, len(video))
+    summary = {**shot_summary(curves, 0, len(video), cut_frames, threshold), "shots": len(bounds),
+               "drift_hist_slope": dr["hist_slope"], "drift_brightness_slope": dr["brightness_slope"],
+               "drift_hist_end": float(dr["hist"][-1]), "drift_brightness_end": float(dr["brightness"][-1])}
+    shots = [{"start": a, "end": b, **shot_summary(curves, a, b, [], threshold)} for a, b in bounds]
+    _add_model_scores(summary, curves, video, prompt, clip, dino)
     report = {"frames": len(video), "height": video.shape[1], "width": video.shape[2], "prompt": prompt,
-              "summary": summary, "curves": {k: np.asarray(v).tolist() for k, v in curves.items()}}
+              "summary": summary, "cuts": cut_frames, "shots": shots,
+              "curves": {k: np.asarray(v).tolist() for k, v in curves.items()}}
     if shapes:
         report["shapes"] = score_video(video, prompt)
     return report
 
 
+def _mean(x) -> float | None:
+    return float(np.mean(x)) if len(x) else None
+
+
+def shot_summary(curves: dict, start: int, end: int, cuts: list, threshold: float) -> dict:
+    """Pair and triple metrics over frames start..end-1, leaving out pairs across `cuts`.
+
+    Pair t joins frames t and t+1 (curves index t); a smoothness triple is centred on
+    frame t (index t-1) and needs both its pairs.
+    """
+    pair = np.zeros(len(curves["mad"]), bool)
+    pair[start:max(start, end - 1)] = True
+    pair[[c - 1 for c in cuts if 0 < c <= len(pair)]] = False
+    triple = pair[:-1] & pair[1:] if len(pair) > 1 else np.zeros(0, bool)
+    mad, smooth = _mean(curves["mad"][pair]), _mean(curves["smoothness_error"][triple])
+    return {
+        "frames": end - start,
+        "flicker": None if mad is None else (255.0 - mad) / 255.0, "mad": mad,
+        "warping_error": _mean(curves["warping_error"][pair]), "occluded": _mean(curves["occluded"][pair]),
+        "motion_smoothness": None if smooth is None else (255.0 - smooth) / 255.0, "smoothness_error": smooth,
+        "dynamic_degree": _mean(curves["flow_top"][pair] > threshold), "flow_magnitude": _mean(curves["flow_mean"][pair]),
+        "ssim": _mean(curves["ssim"][pair]), "psnr": _mean(curves["psnr"][pair]),
+    }
+
+
+def _add_model_scores(summary: dict, curves: dict, video: np.ndarray, prompt, clip, dino) -> None:
+    if clip is not None:
+        if not prompt:
+            raise ValueError("a CLIP score needs the video's prompt")
+        curves["clip"] = clip(video, prompt)
+        summary["clip_score"] = _mean(curves["clip"])
+    if dino is not None:
+        curves["dino_first"], curves["dino_prev"] = dino(video)
+        summary["dino_first"], summary["dino_prev"] = _mean(curves["dino_first"]), _mean(curves["dino_prev"])
+
+
 def evaluate_video(path: str, prompt: str | None = None, *, shapes: bool = False,
-                   clip: ClipScorer | None = None, dino: DinoScorer | None = None) -> dict:
+                   clip: ClipScorer | None = None, dino: DinoScorer | None = None, cuts: bool | list = True) -> dict:
     """`evaluate_frames` of a video file, GIF or frame directory, with "video": path.
 
     Raises VideoReadError (a UsageError) naming the file if it cannot be read.
     """
     video = read_video(str(path))
-    return {"video": str(path), **evaluate_frames(video, prompt, shapes=shapes, clip=clip, dino=dino)}
+    return {"video": str(path), **evaluate_frames(video, prompt, shapes=shapes, clip=clip, dino=dino, cuts=cuts)}

@@ -16,6 +16,7 @@ from videogen.utils import atomic
 
 # Summary rows of the printed table: key, label, format.
 SUMMARY_ROWS = (
+    ("shots", "shots (scene cuts + 1)", "{:d}"),
     ("flicker", "flicker score (1 = still)", "{:.4f}"),
     ("mad", "mean |frame diff| (0-255)", "{:.2f}"),
     ("warping_error", "warping error (MSE, 0-1)", "{:.5f}"),
@@ -76,9 +77,18 @@ def format_shapes_table(reports: list[dict], rates: dict) -> str:
     return "\n".join(lines)
 
 
+def _mark_cuts(axes, cuts: list, colour) -> None:
+    """A dotted line at each scene cut (x = the new shot's first frame, where its pair's
+    spike is), on every panel; labelled once, in the first panel's legend."""
+    for ax in axes:
+        for i, cut in enumerate(cuts):
+            ax.axvline(cut, color=colour, linestyle=":", alpha=0.7,
+                       label="scene cut (left out of the summary)" if ax is axes[0] and i == 0 else None)
+
+
 def plot_curves(reports: list[dict], out: str) -> None:
     """Per-frame curves of one or more videos into one PNG: frame difference, SSIM,
-    flow magnitude and drift."""
+    flow magnitude and drift, with the scene cuts marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +103,7 @@ def plot_curves(reports: list[dict], out: str) -> None:
         for ax, (x, y, _) in zip(axes, panels):
             ax.plot(c[x], c[y], marker=".", label=name)
         line, = axes[3].plot(c["drift_frame"], c["drift_hist"], marker="o", label=f"{name}: colour histogram")
+        _mark_cuts(axes, r.get("cuts", []), line.get_color())
         axes[3].plot(c["drift_frame"], np.array(c["drift_brightness"]) / 255, marker="s", linestyle="--",
                      color=line.get_color(), label=f"{name}: brightness / 255")
     for ax, (_, _, label) in zip(axes, panels):
@@ -100,7 +111,7 @@ def plot_curves(reports: list[dict], out: str) -> None:
     axes[3].set_ylabel(f"drift vs first {DRIFT_WINDOW} frames")
     axes[3].set_xlabel("frame")
     axes[3].legend(fontsize="small")
-    if len(reports) > 1:
+    if len(reports) > 1 or any(r.get("cuts") for r in reports):
         axes[0].legend(fontsize="small")
     for ax in axes:
         ax.grid(alpha=0.3)

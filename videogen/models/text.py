@@ -101,14 +101,24 @@ def _unigram_vocab(corpus: list, vocab_size: int) -> list:
     words = [w for w, _ in counts.most_common((vocab_size - 3) // 2)]
     total = sum(counts.values())
     word_scores = {w: math.log(counts[w] / total) for w in words}
-    subwords = [(p, s) for p, s in _subword_pieces(corpus, vocab_size - len(words))
-                if p not in word_scores]
+    # The Unigram trainer is not deterministic: from one build to the next its pieces come
+    # in another order (other ids) with scores ~0.01 apart, so an unseen word became other
+    # ids in every run (two identical trainings on real captions differed by 5e-3 in the
+    # weights). Its pieces are kept, sorted, and scored by how often they occur in the words.
+    pieces = sorted({p for p, _ in _subword_pieces(corpus, vocab_size - len(words))} - set(word_scores))
+    subwords = [(p, _piece_log_frequency(p, counts, total)) for p in pieces]
     if subwords:
         # Any split of a word into 2+ pieces then scores below the lowest word score.
         shift = min(word_scores.values(), default=0.0) - 1.0 - max(s for _, s in subwords)
         subwords = [(p, s + shift) for p, s in subwords]
     specials = [(PAD, 0.0), (EOS, 0.0), (UNK, 0.0)]
     return specials + list(word_scores.items()) + subwords
+
+
+def _piece_log_frequency(piece: str, counts: collections.Counter, total: int) -> float:
+    """log of the piece's occurrences in the corpus's words per word (+1: never -inf)."""
+    hits = sum(n * word.count(piece) for word, n in counts.items())
+    return math.log((hits + 1) / total)
 
 
 def build_tokenizer(corpus: Iterable[str], vocab_size: int = 256) -> PreTrainedTokenizerFast:
