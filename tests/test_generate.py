@@ -18,13 +18,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(REPO, "configs", "tiny.yaml")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("models") / "tiny")
-    init_pipeline(path, config=TINY, seed=0)
-    return path
-
-
 def run_cli(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "videogen", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=REPO)

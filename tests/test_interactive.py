@@ -12,17 +12,7 @@ from videogen.data.shapes import render_clip
 from videogen.data.video_io import open_writer, read_video
 from videogen.errors import UsageError
 from videogen.pipelines.pipeline import load_pipeline
-from videogen.training.components import init_pipeline
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = os.path.join(REPO, "configs", "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("models") / "tiny")
-    init_pipeline(path, config=TINY, seed=0)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -19,16 +19,8 @@ from videogen.cli import main
 from videogen.errors import UsageError
 from videogen.pipelines import pipeline
 from videogen.pipelines.pipeline import generate_to_file, load_pipeline
-from videogen.training.components import init_pipeline
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    path = str(tmp_path_factory.mktemp("models") / "tiny")
-    init_pipeline(path, config="tiny", seed=0)
-    return path
 
 
 def copy_model(tiny_model, tmp_path):

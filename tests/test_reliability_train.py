@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from videogen import cli
 from videogen.errors import UsageError
 from videogen.training import checkpoint
-from videogen.training.cache import cache_dataset
 from videogen.training.checkpoint import damage, list_checkpoints
 from videogen.training.config import load_config, load_vae_train_config
 from videogen.training.dit_task import DiTTask, train
@@ -21,19 +20,6 @@ from videogen.training.loop import run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from videogen.data.shapes import write_shapes_dataset
-
-    root = tmp_path_factory.mktemp("reliability")
-    shapes = write_shapes_dataset(root / "shapes", num=8, frames=9, size=32, seed=0)
-    overrides = [f"data.manifest={shapes / 'metadata.csv'}", f"data.cache_dir={root / 'cache'}",
-                 "train.log_every=1", "train.grad_accum=2", "train.checkpoint_every=3",
-                 "train.max_steps=6", "train.warmup_steps=2"]
-    cache_dataset(TINY, overrides)
-    return {"root": root, "overrides": overrides}
 
 
 @pytest.fixture(scope="module")

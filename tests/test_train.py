@@ -28,19 +28,6 @@ ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from videogen.data.shapes import write_shapes_dataset
-
-    root = tmp_path_factory.mktemp("train")
-    shapes = write_shapes_dataset(root / "shapes", num=8, frames=9, size=32, seed=0)
-    overrides = [f"data.manifest={shapes / 'metadata.csv'}", f"data.cache_dir={root / 'cache'}",
-                 "train.log_every=1", "train.grad_accum=2", "train.checkpoint_every=3",
-                 "train.max_steps=6", "train.warmup_steps=2"]
-    cache_dataset(TINY, overrides)
-    return {"root": root, "shapes": shapes, "overrides": overrides}
-
-
-@pytest.fixture(scope="module")
 def straight(data):
     """6 steps in one go: the reference for the resume tests."""
     out = data["root"] / "straight"
