@@ -96,6 +96,7 @@ def make_accelerator(t):
     # sync_with_dataloader=False: the batch stream runs across epoch boundaries, and an
     # accumulation window must always be exactly grad_accum micro-batches (exact resume).
     plugin = GradientAccumulationPlugin(num_steps=t.grad_accum, sync_with_dataloader=False)
+    check_fsdp_device(use_cpu(t.cpu))
     accelerator = Accelerator(
         mixed_precision=t.mixed_precision, gradient_accumulation_plugin=plugin, log_with=tracker(t.log_with),
         project_config=ProjectConfiguration(project_dir=t.output_dir, logging_dir=os.path.join(t.output_dir, "logs")),
@@ -104,6 +105,20 @@ def make_accelerator(t):
     if accelerator.num_processes != world:
         raise RuntimeError(f"launched {world} processes but accelerate joined {accelerator.num_processes}")
     return accelerator
+
+
+def check_fsdp_device(cpu: bool) -> None:
+    """Refuse an FSDP launch (ACCELERATE_USE_FSDP, set by an FSDP accelerate config) on CPU.
+
+    PyTorch's FSDP itself runs on CPU with gloo (tests/test_fsdp.py), but accelerate (1.15)
+    only applies FSDP over GPU-like devices: on CPU it either fails building the plugin
+    (fsdp_sync_module_states: "no available devices found") or, without that option, joins
+    the processes with DDP and trains unsharded, silently. Neither is what was asked for.
+    """
+    if cpu and os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise UsageError("FSDP needs GPUs: accelerate applies FSDP only on CUDA/XPU/NPU-like devices, and on "
+                         "CPU would train unsharded with DDP; on CPU launch with "
+                         "configs/accelerate/cpu_2proc.yaml instead")
 
 
 def use_cpu(cpu: bool) -> bool:
