@@ -290,7 +290,11 @@ def library_ab(trees: dict, tmp: str, repeats: int) -> dict:
             runs.setdefault(key, []).append(json.loads(out.strip().splitlines()[-1]))
     before, after = (np.load(os.path.join(tmp, f"{k}.npy")).astype(np.int16) for k in ("before", "after"))
     median = {key: {m: float(np.median([r[m] for r in rs])) for m in rs[0]} for key, rs in runs.items()}
-    return {"runs": runs, "median": median,
+    # Each repeat's after/before pair ran back to back: the pair ratios are what the VM's
+    # drift (+-20% within 30 s, and more while neighbours run) disturbs least.
+    pairs = {m: [a[m] / b[m] for a, b in zip(runs["after"], runs["before"])] for m in runs["after"][0]}
+    return {"runs": runs, "median": median, "pair_ratios": pairs,
+            "median_pair_ratio": {m: float(np.median(r)) for m, r in pairs.items()},
             "after_over_before": {m: median["after"][m] / median["before"][m] for m in median["after"]},
             "max_abs_pixel_diff_240_frames": int(np.abs(before - after).max()) if before.shape == after.shape else None}
 
