@@ -226,3 +226,24 @@ def test_gradient_checkpointing_gives_the_same_gradients(mixer):
         assert plain.keys() == checkpointed.keys() and len(plain) == len(list(model.parameters()))
         worst = max((plain[n] - checkpointed[n]).abs().max().item() for n in plain)
         assert worst <= 1e-6, (name, worst)
+
+
+def test_mixffn_maps_are_the_token_grid():
+    """The channels-last view the depthwise convs read is the (y x) token grid, row-major:
+    MixFFN equals the same convs run on maps built by an explicit NCHW rearrange."""
+    from einops import rearrange
+
+    from videogen.models.dit import MixFFN
+
+    torch.manual_seed(0)
+    ffn = MixFFN(8, 2).eval()
+    with torch.no_grad():
+        ffn.conv_prev.weight.normal_()
+        x, before, grid = torch.randn(2, 3, 12, 8), torch.randn(2, 12, 16), (3, 4)
+        out, last = ffn(x, grid, before)
+        h = ffn.fc1(x)
+        prev = torch.cat([before[:, None], h[:, :-1]], dim=1)
+        maps = lambda t: rearrange(t.flatten(0, 1), "m (y x) c -> m c y x", y=3, x=4)  # noqa: E731
+        mixed = rearrange(ffn.conv(maps(h)) + ffn.conv_prev(maps(prev)), "m c y x -> m (y x) c").view_as(h)
+        reference = ffn.fc2(torch.nn.functional.gelu(mixed))
+    assert torch.allclose(out, reference, atol=1e-6) and torch.equal(last, h[:, -1])

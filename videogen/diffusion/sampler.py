@@ -101,6 +101,7 @@ class StreamingSampler:
         self.guided = settings.guidance != 1.0
         self.state = model.init_state(self._rows(), model.device, model.dtype)
         self.sigmas = euler_sigmas(scheduler, settings.steps)
+        self.dts = (self.sigmas[1:] - self.sigmas[:-1]).tolist()  # Python floats: no per-step .item()
         self.ring = deque(maxlen=ring)  # (clean latent, its commit noise), (B, C, H, W) each
         self.frames = 0  # latent frames committed
 
@@ -138,7 +139,7 @@ class StreamingSampler:
         x = self._noise()
         for i in range(self.settings.steps):
             v = guided_velocity(self.model, x, self.sigmas[i], self.ctx, self.state, self.settings.guidance)
-            x = x + (self.sigmas[i + 1] - self.sigmas[i]).item() * v
+            x = x + self.dts[i] * v
         self._fold([x], [self._noise()])
         return x
 

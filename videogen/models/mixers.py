@@ -146,7 +146,8 @@ class PoM(nn.Module):
         agg = acc_sums / acc_counts
         out = [self.read(xc, ac.unsqueeze(2)) for xc, ac in zip(x_chunks, agg.split(per_chunk, dim=1))]
         final = PoMState(sums=acc_sums[:, -1], counts=acc_counts[:, -1].expand(B, self.state_dim))
-        return torch.cat(out, dim=1).view(B, N, self.dim), final
+        out = out[0] if len(out) == 1 else torch.cat(out, dim=1)  # one chunk (a streamed frame): no copy
+        return out.reshape(B, N, self.dim), final
 
     def block_causal_reference(self, x: torch.Tensor, frames: int,
                                initial_state: Optional[PoMState] = None) -> tuple:

@@ -186,6 +186,9 @@ def _onednn_conv3d(module: torch.nn.Module):
 
     For batch-1 CPU inference PyTorch picks its slow reference 3D convolution; oneDNN gives
     the same pixels (measured max diff 1e-6 on a decoded frame) in 0.45-0.7x the time.
+    Inputs and weights go in channels-last (NDHWC), which oneDNN runs without reordering
+    them on every call: 0.73x the decode time again (benchmarks/roofline.py --baseline,
+    the default model; tests/test_vae.py holds it to the reference pixels within 1e-5).
     A no-op off the CPU, outside float32, or where oneDNN is missing.
     """
     convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv3d)]
@@ -196,9 +199,11 @@ def _onednn_conv3d(module: torch.nn.Module):
         return
 
     def fast(conv):
+        weight_cl = conv.weight.contiguous(memory_format=torch.channels_last_3d)
+
         def forward(x, weight, bias):
-            return torch.ops.aten.mkldnn_convolution(x.contiguous(), weight, bias, conv.padding, conv.stride,
-                                                     conv.dilation, conv.groups)
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(memory_format=torch.channels_last_3d), weight_cl,
+                                                     bias, conv.padding, conv.stride, conv.dilation, conv.groups)
         return forward
 
     for conv in convs:
