@@ -333,3 +333,13 @@ def test_the_api_takes_no_path_from_the_client(tiny_server, tmp_path):
     assert done["msg"] == "process_completed" and not done["success"], done
     assert "not for the client" not in json.dumps(events)
     assert "was not uploaded by a user" in tiny_server.log_path.read_text()  # Gradio's own check refused it
+
+
+def test_prompts_are_escaped_in_the_page():
+    """A prompt is text, never markup: the status line shows it as typed."""
+    import time as clock
+
+    from videogen.web.app import status_line
+
+    line = status_line(3, 10, clock.perf_counter() - 1, 8.0, '<img src=x onerror="alert(1)">')
+    assert "<img" not in line and "&lt;img src=x" in line

@@ -12,6 +12,7 @@ file Gradio wrote (no path ever comes from the client), temporary files removed.
 
 
 import base64
+import html
 import io
 import logging
 import os
@@ -100,7 +101,7 @@ def status_line(done: int, total: int, started: float, fps: float, prompt: str) 
     rate = done / elapsed
     pace = "faster than real time" if rate >= fps else "slower than real time"
     return (f'<span id="vg-status">frame {done}/{total} · {rate:.1f} frames/s generated '
-            f'(the video plays at {fps:g} fps: {pace}) · prompt: {prompt}</span>')
+            f'(the video plays at {fps:g} fps: {pace}) · prompt: {html.escape(prompt)}</span>')
 
 
 def read_upload(path: Optional[str]):
@@ -201,9 +202,6 @@ class VideoApp:
             raise gr.Error(str(upload_error(err, upload) if upload else err), print_exception=False) from None
         finally:
             self.sessions.pop(key, run)
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
 
     def _stream(self, run: Run, prompt: str, frames: int):
         from videogen.data.video_io import open_writer
@@ -222,12 +220,12 @@ class VideoApp:
                     if now - shown >= PREVIEW_EVERY_S:
                         shown = now
                         yield preview_html(frame), status_line(done, total, started, self.fps,
-                                                               getattr(run.stream, "prompt", prompt)), None
+                                                               run.stream.prompt), None
                     if run.stop.is_set():
                         break
             if frame is None:
                 raise UsageError("nothing was generated")
-            final = status_line(done, total, started, self.fps, getattr(run.stream, "prompt", prompt))
+            final = status_line(done, total, started, self.fps, run.stream.prompt)
             if run.stop.is_set():
                 final = final.replace('<span id="vg-status">', '<span id="vg-status">stopped · ', 1)
             yield preview_html(frame), final, path  # Gradio copies the file into its own cache
@@ -245,7 +243,7 @@ class VideoApp:
             run.stream.set_prompt(new_prompt)
         except UsageError as err:
             raise gr.Error(str(err), print_exception=False) from None
-        return f'<span id="vg-steer">prompt set to: {new_prompt.strip()} (from the next latent frame)</span>'
+        return f'<span id="vg-steer">prompt set to: {html.escape(new_prompt.strip())} (from the next latent frame)</span>'
 
     def stop(self, request) -> None:
         """Stop this page's generation at the next frame: its slot in the queue frees."""
