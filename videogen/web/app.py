@@ -142,21 +142,6 @@ class Run:
     stop: threading.Event
 
 
-def frames_of(stream):
-    """The stream's frames, each computed without autograd. Gradio may resume a generator
-    on another worker thread at every step, and grad mode is per thread: so it is set
-    around each step, not once around the loop."""
-    import torch
-
-    frames = iter(stream)
-    while True:
-        with torch.no_grad():
-            frame = next(frames, None)
-        if frame is None:
-            return
-        yield frame
-
-
 class VideoApp:
     """The page's callbacks over one loaded pipeline."""
 
@@ -212,7 +197,7 @@ class VideoApp:
         total = frames
         try:
             with open_writer(path, fps=self.fps) as writer:
-                for frame in frames_of(run.stream):
+                for frame in run.stream:  # the session computes without autograd
                     writer.write(frame)
                     done += 1
                     total = max(total, done)
