@@ -30,7 +30,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
-from videogen.models.mixers import make_mixer
+from videogen.models.mixers import last_frame, make_mixer
 
 
 @dataclass
@@ -137,7 +137,7 @@ class MixFFN(nn.Module):
         """Parallel over frames, after the frame whose hidden map is `h_prev` (None: none).
         x (B, F, T, D) -> (out (B, F, T, D), the last frame's hidden map (B, T, hidden))."""
         h = self.fc1(x)
-        return self._frames(h, self._previous(h, h_prev), grid), h[:, -1]
+        return self._frames(h, self._previous(h, h_prev), grid), last_frame(h)
 
     def forward_pair(self, ctx: torch.Tensor, cur: torch.Tensor, grid: tuple) -> tuple:
         """Teacher forcing: the cur stream's tap reads the ctx stream's previous frame, as a
