@@ -201,6 +201,24 @@ def test_prefill_equals_commit_by_commit(mixer, positions):
     assert (v_step - v_pre).abs().max().item() <= 1e-5 and v_step.abs().mean() > 1e-2
 
 
+@pytest.mark.parametrize("rows", [B, 1])  # one row: x[:, -1] of a (1, F, ...) tensor is contiguous, yet a view
+@pytest.mark.parametrize("decay", [True, False])
+def test_prefill_keeps_no_more_storage_than_commit_by_commit(decay, rows):
+    """The state after prefilling k frames holds the last frame only, as after k commits: no
+    tensor of it is a view into a k-frame intermediate (the MixFFN map, the PoM sums)."""
+    model = make_model("pom", decay)
+    latents, t, text, mask = (x[:rows] for x in make_inputs(4))
+    ctx = model.encode_text(text, mask)
+    with torch.no_grad():
+        stepped = model.init_state(rows)
+        for f in range(4):
+            stepped = model.commit(latents[:, :, f], t[:, f], ctx, stepped)
+        prefilled = model.prefill(latents, t, ctx, model.init_state(rows))
+    storage = lambda state: [x.untyped_storage().nbytes() for x in flat_state(state)]  # noqa: E731
+    assert storage(prefilled) == storage(stepped)
+    assert storage(stepped) == [x.numel() * x.element_size() for x in flat_state(stepped)]
+
+
 def grads(model, loss_fn):
     model.zero_grad()
     loss_fn(model).backward()

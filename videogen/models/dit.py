@@ -9,7 +9,7 @@ One network, two ways to run it:
 Streaming frame by frame equals the parallel forward (tested to 1e-5 in float32).
 
 Block:  x += g1 * SelfMixer(mod1(LN x))   block-causal over frames
-        x += CrossMixer(LN x, text)        aggregate of the prompt, computed once
+        x += CrossMixer(LN x, text)        aggregate of the prompt, once per prompt when streaming
         x += g2 * MixFFN(mod2(LN x))       depthwise 3x3 over the frame + causal tap on frame f-1
 
 Shapes: B batch, C latent channels, F frames, H/W latent height/width, T tokens per frame,
@@ -30,7 +30,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
-from videogen.models.mixers import make_mixer
+from videogen.models.mixers import last_frame, make_mixer
 
 
 @dataclass
@@ -137,7 +137,7 @@ class MixFFN(nn.Module):
         """Parallel over frames, after the frame whose hidden map is `h_prev` (None: none).
         x (B, F, T, D) -> (out (B, F, T, D), the last frame's hidden map (B, T, hidden))."""
         h = self.fc1(x)
-        return self._frames(h, self._previous(h, h_prev), grid), h[:, -1]
+        return self._frames(h, self._previous(h, h_prev), grid), last_frame(h)
 
     def forward_pair(self, ctx: torch.Tensor, cur: torch.Tensor, grid: tuple) -> tuple:
         """Teacher forcing: the cur stream's tap reads the ctx stream's previous frame, as a
@@ -148,12 +148,24 @@ class MixFFN(nn.Module):
 
 
 @dataclass
+class BlockText:
+    """One block's view of a prompt: the projected text and, once the block has read it
+    without recording gradients, its cross-mixer aggregate, kept for every later frame."""
+
+    tokens: torch.Tensor  # (B, L, D)
+    mask: torch.Tensor  # (B, L) bool
+    aggregate: Any = None  # PoM (B, 1, C) or attention (k, v, mask); filled by the block
+
+
+@dataclass
 class TextContext:
-    """Everything the network needs of a prompt, computed once: pooled embedding and the
-    per-layer cross-mixer aggregates. Swapping it at a frame boundary changes the prompt."""
+    """Everything the network needs of a prompt: the pooled embedding, computed once, and per
+    block the text its cross-mixer aggregates on first use (inside the block's forward, so
+    that an FSDP unit per block has its weights gathered). A stream computes each aggregate
+    once per prompt; swapping the context at a frame boundary changes the prompt."""
 
     pooled: torch.Tensor  # (B, D)
-    layers: list  # per block: PoM aggregate (B, C) or attention (k, v, mask)
+    layers: list  # per block: BlockText
 
 
 @dataclass
@@ -175,23 +187,42 @@ class DiTBlock(nn.Module):
         self.ffn = MixFFN(dim, ffn_mult, conv=(ffn == "mix"), temporal_tap=temporal_tap)
         self.adaln = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, ctx, grid: tuple,
-                state: Optional[BlockState] = None) -> tuple:
+    def text_aggregate(self, text: BlockText):
+        """The cross-mixer's aggregate of the prompt (B, 1, C), kept in `text` for later
+        frames only when no gradient is recorded: under autograd every call needs its own
+        graph of it (a backward frees it; checkpointing's recomputation must redo the work)."""
+        if torch.is_grad_enabled():
+            return _bcast(self.cross_mixer.context(text.tokens, text.mask))
+        if text.aggregate is None:
+            text.aggregate = _bcast(self.cross_mixer.context(text.tokens, text.mask))
+        return text.aggregate
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, text: BlockText, grid: tuple,
+                state: Optional[BlockState] = None, noisy: Optional[torch.Tensor] = None,
+                cond_noisy: Optional[torch.Tensor] = None) -> tuple:
         """Block-causal over frames after `state` (None: nothing before x); training, one
         streamed frame and prefill are all this call. x (B, F, T, D), cond (B, F, D) ->
-        (x (B, F, T, D), the BlockState with every frame of x committed)."""
+        (x (B, F, T, D), the BlockState with every frame of x committed).
+
+        Teacher forcing, given `noisy` (B, F, T, D) and `cond_noisy` (B, F, D): x are the
+        committed frames, `noisy` the frames being denoised -> (x, noisy); see `_pair`.
+        Every weight of the block is used inside this call, so that FSDP can shard per block.
+        """
+        agg = self.text_aggregate(text)
+        if noisy is not None:
+            return self._pair(x, noisy, cond, cond_noisy, agg, grid)
         B, Fr, T, D = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).unsqueeze(2).chunk(6, dim=-1)
         y = modulate(self.norm1(x), shift1, scale1).reshape(B, Fr * T, D)
         y, mixer_state = self.self_mixer.block_causal(y, Fr, None if state is None else state.mixer)
         x = x + gate1 * y.view(B, Fr, T, D)
-        x = x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), _bcast(ctx)).view(B, Fr, T, D)
+        x = x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), agg).view(B, Fr, T, D)
         y, h_last = self.ffn(modulate(self.norm2(x), shift2, scale2), grid, None if state is None else state.ffn_prev)
         done = 0 if state is None else state.frames
         return x + gate2 * y, BlockState(mixer=mixer_state, ffn_prev=h_last, frames=done + Fr)
 
-    def forward_pair(self, xc: torch.Tensor, xn: torch.Tensor, cond_c: torch.Tensor, cond_n: torch.Tensor,
-                     ctx, grid: tuple) -> tuple:
+    def _pair(self, xc: torch.Tensor, xn: torch.Tensor, cond_c: torch.Tensor, cond_n: torch.Tensor,
+              agg, grid: tuple) -> tuple:
         """Teacher forcing, parallel: xc the committed frames, xn the frames being denoised
         (each sees xc's earlier frames). (B, F, T, D) each, conds (B, F, D) -> (xc, xn)."""
         B, Fr, T, D = xc.shape
@@ -199,7 +230,7 @@ class DiTBlock(nn.Module):
         ys = [modulate(self.norm1(x), m[0], m[1]).reshape(B, Fr * T, D) for x, m in zip((xc, xn), mods)]
         ys = self.self_mixer.block_causal_pair(ys[0], ys[1], Fr)
         xs = [x + m[2] * y.view(B, Fr, T, D) for x, m, y in zip((xc, xn), mods, ys)]
-        xs = [x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), _bcast(ctx)).view(B, Fr, T, D)
+        xs = [x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), agg).view(B, Fr, T, D)
               for x in xs]
         ys = self.ffn.forward_pair(*[modulate(self.norm2(x), m[3], m[4]) for x, m in zip(xs, mods)], grid)
         return tuple(x + m[5] * y for x, m, y in zip(xs, mods, ys))
@@ -314,7 +345,8 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         return rearrange(x, "b f (y x) (p q c) -> b c f (y p) (x q)", y=grid[0], x=grid[1], p=p, q=p)
 
     def encode_text(self, text: torch.Tensor, text_mask: Optional[torch.Tensor] = None) -> TextContext:
-        """Per-prompt work, done once: projected text, pooled embedding, cross aggregates.
+        """Per-prompt work: projected text and pooled embedding, done here once; each block's
+        cross aggregate, done by the block on first use (see `TextContext`).
 
         text (B, L, Dt), text_mask (B, L) bool (None = all valid).
         """
@@ -323,8 +355,7 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
             text_mask = torch.ones(tokens.shape[:2], dtype=torch.bool, device=tokens.device)
         m = text_mask.to(tokens.dtype).unsqueeze(-1)
         pooled = self.text_pool((tokens * m).sum(1) / m.sum(1).clamp(min=1))
-        layers = [block.cross_mixer.context(tokens, text_mask) for block in self.blocks]
-        return TextContext(pooled=pooled, layers=layers)
+        return TextContext(pooled=pooled, layers=[BlockText(tokens, text_mask) for _ in self.blocks])
 
     # ----------------------------------------------------------------------- parallel
     def forward(self, latents: torch.Tensor, t: torch.Tensor, text: torch.Tensor,
@@ -355,8 +386,8 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         frames = torch.arange(first, first + latents.shape[2], device=latents.device)
         cond = self.t_embed(t) + ctx.pooled.unsqueeze(1) + self._positions(frames)  # (B, F, D)
         new_state = []
-        for i, (block, block_ctx) in enumerate(zip(self.blocks, ctx.layers)):
-            args = (x, cond, block_ctx, grid, None if state is None else state[i])
+        for i, (block, text) in enumerate(zip(self.blocks, ctx.layers)):
+            args = (x, cond, text, grid, None if state is None else state[i])
             if self._checkpointing():  # recompute the block in backward instead of keeping its activations
                 x, s = self._gradient_checkpointing_func(block, *args)
             else:
@@ -376,11 +407,12 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         pos = self._positions(torch.arange(latents.shape[2], device=latents.device))
         cond_c = self.t_embed(t_context) + ctx.pooled.unsqueeze(1) + pos
         cond_n = self.t_embed(t) + ctx.pooled.unsqueeze(1) + pos
-        for block, block_ctx in zip(self.blocks, ctx.layers):
+        for block, text in zip(self.blocks, ctx.layers):
+            args = (xc, cond_c, text, grid, None, xn, cond_n)  # through forward, for FSDP
             if self._checkpointing():
-                xc, xn = self._gradient_checkpointing_func(block.forward_pair, xc, xn, cond_c, cond_n, block_ctx, grid)
+                xc, xn = self._gradient_checkpointing_func(block, *args)
             else:
-                xc, xn = block.forward_pair(xc, xn, cond_c, cond_n, block_ctx, grid)
+                xc, xn = block(*args)
         return self._unembed(self.final(xn, cond_n), grid).to(latents.dtype)
 
     # ---------------------------------------------------------------------- streaming

@@ -47,6 +47,12 @@ class KVState:
     v: Optional[torch.Tensor]
 
 
+def last_frame(x: torch.Tensor) -> torch.Tensor:
+    """x[:, -1] as a tensor of its own for a streaming state: a view of a prefilled
+    (B, F, ...) tensor would keep all F frames' storage alive as long as the state."""
+    return x[:, -1] if x.shape[1] == 1 else x[:, -1].clone()
+
+
 CHUNK_TOKENS = 2048  # tokens per chunk of the parallel block-causal pass
 
 
@@ -145,7 +151,7 @@ class PoM(nn.Module):
         acc_sums, acc_counts = self._running_sums(sums, T, initial_state)
         agg = acc_sums / acc_counts
         out = [self.read(xc, ac.unsqueeze(2)) for xc, ac in zip(x_chunks, agg.split(per_chunk, dim=1))]
-        final = PoMState(sums=acc_sums[:, -1], counts=acc_counts[:, -1].expand(B, self.state_dim))
+        final = PoMState(sums=last_frame(acc_sums), counts=last_frame(acc_counts).expand(B, self.state_dim).contiguous())
         out = out[0] if len(out) == 1 else torch.cat(out, dim=1)  # one chunk (a streamed frame): no copy
         return out.reshape(B, N, self.dim), final
 
