@@ -140,7 +140,6 @@ class Config:
         if m.mixer == "attention" and m.dim % m.heads:
             raise UsageError(f"model.dim ({m.dim}) must be divisible by model.heads ({m.heads})")
         check_frame_count(d.frames, temporal_factor(self.vae), "data.frames")
-        at_least("data", 1, size=d.size)
         at_least("data", 0, num_workers=d.num_workers)
         if d.fps is not None and d.fps <= 0:
             raise UsageError(f"data.fps must be positive or null (keep the file's), not {d.fps}")
