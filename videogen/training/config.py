@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from videogen.data.datasets import DataConfig
+from videogen.data.datasets import DataConfig, size_hw
 from videogen.diffusion.sampler import SamplingConfig
 from videogen.errors import UsageError
 from videogen.models.dit import ModelConfig
@@ -155,7 +155,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list] = None) ->
 class VAEDataConfig:
     dataset: Optional[str] = None  # a shapes dataset dir or metadata.csv; None renders clips on the fly
     frames: int = 17  # pixel frames per training clip, 1+4k
-    size: int = 64
+    size: Any = 64  # int (square) or [H, W]: rendered clips are the centre crop of a square canvas
     holdout: str = "default"  # rendered clips: leave out the held-out pairs (default) or not (none)
     # Single frames (other clips') trained beside each batch of clips, as image+video VAEs
     # are: 1/frames of a clip's cost each, so a step sees many more objects and colours.
@@ -170,7 +170,8 @@ class VAEDataConfig:
     def __post_init__(self):
         if self.holdout not in ("default", "none"):
             raise UsageError(f"data.holdout must be 'default' or 'none', not '{self.holdout}'")
-        at_least("data", 1, size=self.size)
+        height, width = size_hw(self.size)
+        self.size = height if height == width else [height, width]
         at_least("data", 0, image_batch=self.image_batch, warmup_chunks=self.warmup_chunks)
 
 
