@@ -22,6 +22,16 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def wide_model(tmp_path_factory):
+    """A randomly initialised tiny pipeline at data.size=[32,64] (H x W), one per test module."""
+    from videogen.training.components import init_pipeline
+
+    path = str(tmp_path_factory.mktemp("models") / "wide")
+    init_pipeline(path, config="tiny", overrides=["data.size=[32,64]"], seed=0)
+    return path
+
+
+@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """8 shapes clips (9 frames, 32 px) and their latent cache, with the overrides of a
     6-step tiny DiT run on them (grad_accum 2, a checkpoint every 3 steps)."""

@@ -140,6 +140,51 @@ def test_clip_to_tensor_resizes_short_side_and_centre_crops():
     assert x[:, :, :, 9:11].mean() > 0.5 and x[:, :, :, :5].max() == -1
 
 
+def test_clip_to_tensor_covers_h_x_w_keeping_the_aspect_ratio():
+    """A 16:9 frame to 32x64 (1:2): resized to cover (36x64) and centre-cropped on its height."""
+    frames = np.zeros((1, 72, 128, 3), np.uint8)
+    frames[:, :, :, 0] = np.arange(72, dtype=np.uint8)[:, None] * 3  # red ramps down the rows
+    frames[:, :, 60:68, 1] = 255  # a green bar in the middle columns
+    x = clip_to_tensor(frames, [32, 64])
+    assert x.shape == (3, 1, 32, 64)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(frames).permute(0, 3, 1, 2).float(), size=(36, 64),
+                                              mode="bilinear", antialias=True, align_corners=False)
+    assert torch.equal(x.permute(1, 0, 2, 3), (resized[:, :, 2:34] / 127.5 - 1).clamp(-1, 1))
+    assert x[1, 0, :, 31:33].mean() > 0.9 and x[1, 0, :, :20].max() == -1  # the bar stays centred
+
+
+def short_side_crop(frames, size):
+    """clip_to_tensor before H x W sizes: short side to size, centre crop to a square."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    if min(h, w) != size:
+        scale = size / min(h, w)
+        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+        x = torch.nn.functional.interpolate(x, size=new, mode="bilinear", antialias=True, align_corners=False)
+        h, w = new
+    x = x[:, :, (h - size) // 2:(h - size) // 2 + size, (w - size) // 2:(w - size) // 2 + size]
+    return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
+
+
+def test_square_sizes_give_the_same_tensors_as_before():
+    frames = np.random.default_rng(0).integers(0, 256, (2, 40, 80, 3), dtype=np.uint8)
+    for clip in (frames, np.ascontiguousarray(frames.transpose(0, 2, 1, 3))):  # wide and tall
+        for size in (20, 33, 40, 64):
+            assert torch.equal(clip_to_tensor(clip, size), short_side_crop(clip, size))
+            assert torch.equal(clip_to_tensor(clip, [size, size]), short_side_crop(clip, size))
+
+
+@pytest.mark.parametrize("size, hw", [(32, (32, 32)), ([32, 64], (32, 64)), ([16, 16], (16, 16))])
+def test_data_size_takes_an_int_or_h_w(size, hw):
+    from videogen.data.datasets import DataConfig, size_hw
+
+    cfg = DataConfig(size=size)
+    assert size_hw(cfg.size) == hw and cfg.size == (hw[0] if hw[0] == hw[1] else list(hw))
+    for bad in (0, [32], [32, 0], [32, 64, 3], 32.0, "32"):
+        with pytest.raises(UsageError, match=r"data.size must be a positive int \(square\) or \[H, W\]"):
+            DataConfig(size=bad)
+
+
 def test_collate_and_latent_cache_round_trip(tmp_path):
     g = torch.Generator().manual_seed(0)
     lat, text = torch.randn(5, 4, 3, 8, 8, generator=g), torch.randn(5, 6, 16, generator=g)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from videogen.cli import main
+from videogen.data.video_io import read_video
 from videogen.pipelines.pipeline import load_pipeline
 from videogen.training.components import init_pipeline
 
@@ -34,6 +35,32 @@ def test_cli_writes_17_frame_mp4_readable_by_decord_and_pyav(tiny_model, tmp_pat
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 17 and frames[0].shape == (32, 32, 3)
     assert not [p for p in os.listdir(tmp_path) if p != "out.mp4"]  # no temp files left
+
+
+def test_cli_writes_h_x_w_frames_of_a_non_square_model(wide_model, tmp_path):
+    out = tmp_path / "wide.mp4"
+    res = run_cli("generate", "a red circle moving right", "--frames", "5", "-o", str(out),
+                  "--model", wide_model, "--steps", "1")
+    assert res.returncode == 0, res.stderr
+    with av.open(str(out)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (32, 64, 3)
+
+
+def test_cli_height_width_override_the_model_size(tiny_model, tmp_path, capsys):
+    out = tmp_path / "hw.gif"
+    main(["generate", "a red circle moving right", "--frames", "2", "-o", str(out), "--model", tiny_model,
+          "--steps", "1", "--height", "24", "--width", "48"])
+    assert read_video(str(out)).shape == (2, 24, 48, 3)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "x", "--frames", "2", "-o", str(tmp_path / "bad.gif"), "--model", tiny_model,
+              "--height", "30"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "video size 30x32 (HxW) must be a multiple of 8" in err[-1]
+    with pytest.raises(SystemExit):
+        main(["generate", "x", "-o", str(tmp_path / "bad.gif"), "--model", tiny_model, "--width", "0"])
+    assert "--width must be at least 1, not 0" in capsys.readouterr().err
+    assert not (tmp_path / "bad.gif").exists()
 
 
 def test_same_seed_same_frames(tiny_model):

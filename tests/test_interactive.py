@@ -58,6 +58,18 @@ def test_other_sizes_are_resized_and_odd_lengths_trimmed_with_one_log_line(pipe,
     assert sum("last 2 given frame(s) are left out" in m for m in messages) == 1
 
 
+def test_init_frames_of_a_h_x_w_model_are_resized_and_centre_cropped(wide_model):
+    """A 16:9 clip continued by a 32x64 model: its frames come back as the 32x64 centre crop."""
+    from videogen.data.datasets import clip_to_tensor
+    from videogen.models.vae import frames_to_uint8
+
+    wide = load_pipeline(wide_model)
+    given = np.repeat(clip(5, size=64), 2, axis=2)[:, 14:50]  # 5 frames of 128x36, wider than 1:2
+    out = np.stack(list(wide("a red circle moving right", 4, steps=1, init_frames=given)))
+    assert out.shape == (5 + 4, 32, 64, 3)
+    assert np.array_equal(out[:5], frames_to_uint8(clip_to_tensor(given, [32, 64])[None])[0])
+
+
 def test_set_prompt_takes_effect_at_the_next_latent_frame(pipe):
     def run(switch_at):
         stream = pipe.stream("a red circle moving right", 13, seed=1, steps=1)

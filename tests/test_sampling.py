@@ -6,6 +6,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
+from videogen.models.vae import vae_factors
 from videogen.diffusion.sampler import SamplerSettings, StreamingSampler, euler_sigmas, parse_prompt_schedule
 
 C, H, W, TEXT_DIM = 4, 8, 8, 16
@@ -31,7 +32,7 @@ def stream_latents(model, contexts, frames, shape, settings, scheduler, generato
     return out
 
 
-def reference_sample(model, text, mask, frames, settings, scheduler, seed):
+def reference_sample(model, text, mask, frames, settings, scheduler, seed, shape=(C, H, W)):
     """Non-streaming: for every Euler step, run the *parallel* model over all frames so
     far (committed frames as context at the context-noise level) and read the last one."""
     gen = torch.Generator().manual_seed(seed)
@@ -39,7 +40,7 @@ def reference_sample(model, text, mask, frames, settings, scheduler, seed):
     c = settings.context_noise
     context, clean = [], []
     for _ in range(frames):
-        x = torch.randn(1, C, H, W, generator=gen)
+        x = torch.randn(1, *shape, generator=gen)
         for i in range(settings.steps):
             def velocity(prompt_rows):
                 seq = torch.stack(context + [x], dim=2)  # (1, C, f+1, H, W)
@@ -48,25 +49,45 @@ def reference_sample(model, text, mask, frames, settings, scheduler, seed):
             v_c, v_u = velocity([0]), velocity([1])
             v = v_u + settings.guidance * (v_c - v_u)
             x = x + (sigmas[i + 1] - sigmas[i]).item() * v
-        noise = torch.randn(1, C, H, W, generator=gen)
+        noise = torch.randn(1, *shape, generator=gen)
         context.append((1 - c) * x + c * noise)
         clean.append(x)
     return torch.stack(clean, dim=2)
 
 
-@pytest.mark.parametrize("mixer", ["pom", "attention"])
-def test_streaming_sampler_equals_parallel_reference(mixer):
-    model = make_model(mixer)
+def assert_streaming_equals_reference(model, shape, text_dim):
+    """4 latent frames of `shape` (C, H, W) streamed equal the parallel reference."""
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
     settings = SamplerSettings(steps=3, guidance=2.5, context_noise=0.1)
-    text = torch.randn(2, 5, TEXT_DIM)
+    text = torch.randn(2, 5, text_dim)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)  # cond rows, uncond rows
     with torch.no_grad():
         ctx = model.encode_text(text, mask)
-        streamed = torch.stack(list(stream_latents(model, [(0, ctx)], 4, (C, H, W), settings, scheduler,
+        streamed = torch.stack(list(stream_latents(model, [(0, ctx)], 4, shape, settings, scheduler,
                                                    torch.Generator().manual_seed(7))), dim=2)
-        reference = reference_sample(model, text, mask, 4, settings, scheduler, seed=7)
+        reference = reference_sample(model, text, mask, 4, settings, scheduler, seed=7, shape=shape)
+    assert streamed.shape[-2:] == shape[-2:]
     assert (streamed - reference).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("mixer", ["pom", "attention"])
+def test_streaming_sampler_equals_parallel_reference(mixer):
+    assert_streaming_equals_reference(make_model(mixer), (C, H, W), TEXT_DIM)
+
+
+def test_streaming_equals_parallel_on_the_non_square_grid_of_a_h_x_w_pipeline(wide_model):
+    """The tiny pipeline at data.size=[32,64]: its transformer on its own 8x16 latent grid."""
+    from videogen.pipelines.pipeline import load_pipeline
+
+    pipe = load_pipeline(wide_model)
+    model = pipe.transformer.eval()
+    with torch.no_grad():  # off the zero-initialised AdaLN gates, so every path is exercised
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    _, spatial = vae_factors(pipe.vae)
+    shape = (model.config.in_channels, pipe.config.height // spatial, pipe.config.width // spatial)
+    assert shape[1:] == (8, 16)
+    assert_streaming_equals_reference(model, shape, model.config.text_dim)
 
 
 def test_seed_fixes_output_and_schedule_swaps_context():

@@ -96,6 +96,26 @@ def test_cache_serves_the_first_frames_of_its_clips(data):
         make_dataset(load_config(TINY, data["overrides"] + ["data.frames=13"]))
 
 
+def test_h_x_w_run_caches_its_latent_grid_and_trains(data):
+    """data.size=[32,64] on the 32 px shapes clips: cached latents of 8x16, 2 steps, a 32x64 pipeline."""
+    from videogen.training.config import load_config
+    from videogen.training.dit_data import make_dataset
+
+    root = data["root"] / "wide"
+    overrides = [f"data.manifest={data['shapes'] / 'metadata.csv'}", f"data.cache_dir={root / 'cache'}",
+                 "data.size=[32,64]", "train.max_steps=2", "train.warmup_steps=1", "train.log_every=1",
+                 f"train.output_dir={root / 'run'}"]
+    cache_dataset(TINY, overrides)
+    assert json.loads((root / "cache" / "index.json").read_text())["fingerprint"]["data.size"] == [32, 64]
+    assert make_dataset(load_config(TINY, overrides))[0]["latents"].shape[1:] == (3, 8, 16)
+    with pytest.raises(UsageError, match=r"built with data.size=\[32, 64\].*has 32"):
+        make_dataset(load_config(TINY, overrides + ["data.size=32"]))
+    train(TINY, overrides)
+    assert [r["step"] for r in read_log(root / "run" / "log.jsonl")] == [1, 2]
+    index = json.loads((root / "run" / "pipeline" / "model_index.json").read_text())
+    assert (index["height"], index["width"]) == (32, 64)
+
+
 def test_exact_resume_matches_a_straight_run(data, straight):
     out = data["root"] / "resumed"
     first = train(TINY, data["overrides"] + [f"train.output_dir={out}", "train.stop_at_step=3"])

@@ -151,6 +151,15 @@ def test_held_out_pairs_only_in_eval():
     assert held <= set(names) and len(set(names)) == 21
 
 
+def test_h_x_w_clips_are_the_centre_crop_of_the_square_canvas(tiny):
+    assert load_vae_train_config(tiny, ["data.size=[16,32]"]).data.size == [16, 32]
+    assert load_vae_train_config(tiny, ["data.size=[32,32]"]).data.size == 32
+    wide, square = ShapesClips(5, [16, 32], 0, "default").batch(2, 3), ShapesClips(5, 32, 0, "default").batch(2, 3)
+    assert wide.shape == (2, 3, 5, 16, 32) and torch.equal(wide, square[..., 8:24, :])
+    videos, names = eval_set(4, 5, [32, 16], seed=1)
+    assert videos.shape == (4, 3, 5, 32, 16) and torch.equal(videos, eval_set(4, 5, 32, seed=1)[0][..., 8:24])
+
+
 def test_dataset_clips_are_drawn_by_key(tmp_path):
     data = write_shapes_dataset(tmp_path / "shapes", num=4, frames=13, size=32)
     clips = DatasetClips(str(data), frames=9, size=32, seed=0)

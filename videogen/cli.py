@@ -150,6 +150,9 @@ def _add_generate(sub) -> None:
                         "context for the next (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same video (default: 0)")
     p.add_argument("--fps", type=int, default=None, help="frames per second of the file (default: the model's)")
+    p.add_argument("--height", type=int, default=None,
+                   help="frame height in pixels, a multiple of the VAE factor x patch size (default: the model's)")
+    p.add_argument("--width", type=int, default=None, help="frame width in pixels, likewise (default: the model's)")
     _add_streaming_options(p)
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0 (lossless) .. 51 (default: 18)")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default: cpu)")
@@ -189,7 +192,7 @@ def _run_generate(args) -> None:
         prompt_schedule=args.prompt_schedule, crf=args.crf, device=args.device, dtype=args.dtype,
         threads=args.threads, init_video=args.init_video, init_image=args.init_image,
         include_init_frames=not args.no_init_frames, switch=args.switch, recommit_frames=args.recommit_frames,
-        recommit_noise=args.recommit_noise,
+        recommit_noise=args.recommit_noise, height=args.height, width=args.width,
     )
 
 

@@ -1,7 +1,8 @@
 """Video-text datasets for training: clips and captions from a manifest (data/manifests.py).
 
-Each item is a clip of `frames` pixel frames at `fps`, resized on its short side and
-centre-cropped to `size`, as a (3, F, H, W) float tensor in [-1, 1], with its caption.
+Each item is a clip of `frames` pixel frames at `fps`, resized to cover `size` (an int,
+square, or [H, W]) keeping its aspect ratio and centre-cropped to it, as a (3, F, H, W)
+float tensor in [-1, 1], with its caption.
 `frames` must fit the VAE: 1 + temporal*k (utils/frames.py).
 
 Bad data never stops a run: a missing file, an empty caption, an unreadable video or a
@@ -18,7 +19,7 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,11 +40,26 @@ class DataConfig:
 
     manifest: Optional[str] = None  # metadata.csv, *.jsonl, or a dir with prompts.txt + videos.txt
     frames: int = 17  # pixel frames per clip, 1 + temporal*k for the VAE's temporal factor (4: 17, 33)
-    size: int = 64  # clips are resized on their short side and centre-cropped to size x size
+    # int (square) or [H, W], e.g. [480, 832]: clips are resized to cover it, keeping
+    # their aspect ratio, and centre-cropped to it; stored as an int when square
+    size: Any = 64
     fps: Optional[float] = None  # resample clips to this fps; None keeps the file's
     random_start: bool = True  # a random window of each longer clip (False: its first frames)
     cache_dir: Optional[str] = None  # latents + text embeddings from `videogen cache`; used when present
     num_workers: int = 0
+
+    def __post_init__(self):
+        height, width = size_hw(self.size)
+        self.size = height if height == width else [height, width]
+
+
+def size_hw(size: Union[int, list, tuple], name: str = "data.size") -> Tuple[int, int]:
+    """(H, W) of a size given as an int (square) or [H, W]; UsageError unless positive ints."""
+    sides = list(size) if hasattr(size, "__len__") else [size, size]
+    if len(sides) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in sides):
+        raise UsageError(f"{name} must be a positive int (square) or [H, W] of positive ints, "
+                         f"e.g. {name}=64 or {name}=[480,832], not {size}")
+    return sides[0], sides[1]
 
 
 class _Skip(Exception):
@@ -54,24 +70,26 @@ class _Skip(Exception):
         self.reason = reason
 
 
-def clip_to_tensor(frames: np.ndarray, size: int) -> torch.Tensor:
-    """(F, H, W, 3) uint8 -> (3, F, size, size) float in [-1, 1]: short side to size, centre crop."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (F, 3, H, W)
+def clip_to_tensor(frames: np.ndarray, size: Union[int, list, tuple]) -> torch.Tensor:
+    """(F, h, w, 3) uint8 -> (3, F, H, W) float in [-1, 1], `size` an int (square) or (H, W):
+    resized to cover H x W keeping the aspect ratio, then centre-cropped to it."""
+    height, width = size_hw(size, "size")
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()  # (F, 3, h, w)
     h, w = x.shape[-2:]
-    if min(h, w) != size:
-        scale = size / min(h, w)
-        new = (max(size, round(h * scale)), max(size, round(w * scale)))
+    scale = max(height / h, width / w)
+    new = (max(height, round(h * scale)), max(width, round(w * scale)))
+    if new != (h, w):
         x = F.interpolate(x, size=new, mode="bilinear", antialias=True, align_corners=False)
         h, w = new
-    top, left = (h - size) // 2, (w - size) // 2
-    x = x[:, :, top:top + size, left:left + size]
+    top, left = (h - height) // 2, (w - width) // 2
+    x = x[:, :, top:top + height, left:left + width]
     return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
 
 
 class VideoTextDataset(Dataset):
     """Clips and captions from a manifest; bad items are skipped and replaced.
 
-    Items are dicts: video (3, F, size, size) float in [-1, 1], caption str, index int,
+    Items are dicts: video (3, F, H, W) float in [-1, 1], caption str, index int,
     skipped: list of (where, reason, message) met while finding this item (the training
     loop merges these into `skips`, since workers' own logs die with them).
     """
@@ -82,7 +100,7 @@ class VideoTextDataset(Dataset):
         must hold 1 + temporal*k frames."""
         check_frame_count(frames, temporal, "data.frames")
         self.manifest = manifest
-        self.frames, self.size, self.fps = frames, size, fps
+        self.frames, self.size, self.fps = frames, size_hw(size), fps  # size: (H, W)
         self.random_start, self.seed, self.epoch = random_start, seed, 0
         self.skips = SkipLog()
         entries, bad = read_manifest(manifest)
@@ -192,10 +210,10 @@ class VideoTextDataset(Dataset):
         return random.Random(f"{self.seed}-{self.epoch}-{j}").randrange(available - self.frames + 1)
 
     def _log_resize(self, hw: tuple) -> None:
-        if tuple(hw) != (self.size, self.size) and tuple(hw) not in self._sizes_logged:
+        if tuple(hw) != self.size and tuple(hw) not in self._sizes_logged:
             self._sizes_logged.add(tuple(hw))
-            logger.info("clips of %dx%d are resized (short side) and centre-cropped to %dx%d",
-                        hw[1], hw[0], self.size, self.size)
+            logger.info("clips of %dx%d (WxH) are resized to cover %dx%d, keeping their aspect ratio, "
+                        "and centre-cropped to it", hw[1], hw[0], self.size[1], self.size[0])
 
     def report(self) -> dict:
         """{'listed', 'usable', 'skipped': {reason: count}, 'files': {reason: [file, ...]}}."""

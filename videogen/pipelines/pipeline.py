@@ -23,6 +23,7 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler
 from diffusers.utils import logging as diffusers_logging
 
+from videogen.data.datasets import size_hw
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
 from videogen.diffusion.sampler import parse_prompt_schedule
@@ -125,7 +126,8 @@ def build_components(cfg, seed: int = 0) -> dict:
 def pipeline_from_components(cfg, components: dict) -> VideoGenPipeline:
     """A pipeline of `components`, its settings from a config's sampling, data and text sections."""
     s = cfg.sampling
-    return VideoGenPipeline(**components, height=cfg.data.size, width=cfg.data.size, fps=s.fps, steps=s.steps,
+    height, width = size_hw(cfg.data.size)
+    return VideoGenPipeline(**components, height=height, width=width, fps=s.fps, steps=s.steps,
                             guidance=s.guidance, context_noise=s.context_noise, max_text_length=cfg.text.max_length)
 
 
@@ -214,7 +216,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                      device: str = "cpu", dtype: str = "float32", threads: Optional[int] = None,
                      progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
                      include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
-                     recommit_frames: int = DEFAULT_RING, recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE) -> str:
+                     recommit_frames: int = DEFAULT_RING, recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE,
+                     height: Optional[int] = None, width: Optional[int] = None) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
@@ -235,7 +238,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
             raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
         prompt = parse_prompt_schedule(prompt_schedule)[0][1]
     check_settings(frames=frames, steps=steps, guidance=guidance, context_noise=context_noise, crf=crf, fps=fps,
-                   prompt_schedule=prompt_schedule)
+                   prompt_schedule=prompt_schedule, height=height, width=width)
     check_switch(switch, recommit_frames, recommit_noise)
     resolve_device_dtype(device, dtype)
     init_frames = open_init_frames(init_video, init_image)
@@ -252,7 +255,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
                            seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
                            include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames,
-                           recommit_noise=recommit_noise)
+                           recommit_noise=recommit_noise, height=height, width=width)
         bar = tqdm(frames_iter, total=None if init_frames is not None else frames, unit="frame",
                    desc="generating", disable=not progress)
         with interrupt_between_frames() as check:
@@ -264,10 +267,15 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
 
 def check_settings(*, frames: int, steps: Optional[int], guidance: Optional[float],
                    context_noise: Optional[float], crf: int, fps: Optional[int],
-                   prompt_schedule: Optional[str]) -> None:
-    """The generate options a user can get wrong, checked before anything is loaded or written."""
+                   prompt_schedule: Optional[str], height: Optional[int] = None,
+                   width: Optional[int] = None) -> None:
+    """The generate options a user can get wrong, checked before anything is loaded or written
+    (--height/--width against the model's VAE and patch size once it is loaded: StreamSession)."""
     if frames < 1:
         raise UsageError(f"--frames must be at least 1, not {frames}")
+    for flag, side in (("--height", height), ("--width", width)):
+        if side is not None and side < 1:
+            raise UsageError(f"{flag} must be at least 1, not {side}")
     if steps is not None and steps < 1:
         raise UsageError(f"--steps must be at least 1, not {steps}")
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):

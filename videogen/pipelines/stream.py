@@ -154,7 +154,7 @@ class StreamSession:
             chunk.append(self._checked(frame))
             if len(chunk) < encoder.chunk_size():
                 continue
-            pixels = clip_to_tensor(np.stack(chunk), self.height)[None]  # (1, 3, n, S, S)
+            pixels = clip_to_tensor(np.stack(chunk), (self.height, self.width))[None]  # (1, 3, n, H, W)
             chunk = []
             if self.include_init:
                 yield from frames_to_uint8(pixels)[0]
@@ -177,10 +177,9 @@ class StreamSession:
         frame = np.asarray(frame)
         if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8:
             raise UsageError(f"init frames must be (H, W, 3) uint8 RGB arrays, not {frame.dtype} {frame.shape}")
-        if self.height != self.width:
-            raise UsageError(f"init frames need a square model size, not {self.height}x{self.width}")
         if frame.shape[:2] != (self.height, self.width) and not self._resize_logged:
             self._resize_logged = True
-            logger.info("init frames of %dx%d are resized (short side) and centre-cropped to %dx%d",
+            logger.info("init frames of %dx%d are resized to cover %dx%d (WxH), keeping their aspect ratio, "
+                        "and centre-cropped to it",
                         frame.shape[1], frame.shape[0], self.width, self.height)
         return frame

@@ -13,9 +13,9 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from videogen.data.datasets import DataConfig
+from videogen.data.datasets import DataConfig, size_hw
 from videogen.diffusion.sampler import SamplingConfig
 from videogen.errors import UsageError
 from videogen.models.dit import ModelConfig
@@ -140,7 +140,6 @@ class Config:
         if m.mixer == "attention" and m.dim % m.heads:
             raise UsageError(f"model.dim ({m.dim}) must be divisible by model.heads ({m.heads})")
         check_frame_count(d.frames, temporal_factor(self.vae), "data.frames")
-        at_least("data", 1, size=d.size)
         at_least("data", 0, num_workers=d.num_workers)
         if d.fps is not None and d.fps <= 0:
             raise UsageError(f"data.fps must be positive or null (keep the file's), not {d.fps}")
@@ -156,7 +155,7 @@ def load_config(path: Optional[str] = None, overrides: Optional[list] = None) ->
 class VAEDataConfig:
     dataset: Optional[str] = None  # a shapes dataset dir or metadata.csv; None renders clips on the fly
     frames: int = 17  # pixel frames per training clip, 1+4k
-    size: int = 64
+    size: Any = 64  # int (square) or [H, W]: rendered clips are the centre crop of a square canvas
     holdout: str = "default"  # rendered clips: leave out the held-out pairs (default) or not (none)
     # Single frames (other clips') trained beside each batch of clips, as image+video VAEs
     # are: 1/frames of a clip's cost each, so a step sees many more objects and colours.
@@ -171,7 +170,8 @@ class VAEDataConfig:
     def __post_init__(self):
         if self.holdout not in ("default", "none"):
             raise UsageError(f"data.holdout must be 'default' or 'none', not '{self.holdout}'")
-        at_least("data", 1, size=self.size)
+        height, width = size_hw(self.size)
+        self.size = height if height == width else [height, width]
         at_least("data", 0, image_batch=self.image_batch, warmup_chunks=self.warmup_chunks)
 
 

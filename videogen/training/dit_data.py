@@ -11,7 +11,7 @@ from dataclasses import asdict
 import torch
 from torch.utils.data import DataLoader
 
-from videogen.data.datasets import VideoTextDataset, collate_clips
+from videogen.data.datasets import VideoTextDataset, collate_clips, size_hw
 from videogen.data.latent_cache import LatentCacheDataset, has_latent_cache
 from videogen.errors import UsageError
 from videogen.training.components import freeze
@@ -70,7 +70,7 @@ def check_sizes(cfg: Config, components: dict, dataset) -> None:
     from videogen.models.vae import check_frame_count, check_video_size, vae_factors
 
     vae = components["vae"]
-    check_video_size(vae, cfg.data.size, cfg.data.size, patch_size=components["transformer"].config.patch_size)
+    check_video_size(vae, *size_hw(cfg.data.size), patch_size=components["transformer"].config.patch_size)
     check_frame_count(cfg.data.frames, vae_factors(vae)[0], "data.frames (for this VAE)")
 
 

@@ -16,6 +16,7 @@ import time
 import numpy as np
 import torch
 
+from videogen.data.datasets import size_hw
 from videogen.data.shapes import HELD_OUT, dataset_plan, render_clip
 from videogen.models.vae import StreamingDecoder, VAEConfig, build_vae, decode_latents, encode_video, vae_factors
 from videogen.training.logs import LOG_FILE, read_log
@@ -27,12 +28,16 @@ logger = logging.getLogger("videogen")
 EVAL_FILE = "eval.json"
 
 
-def eval_set(num: int, frames: int, size: int, seed: int) -> tuple:
+def eval_set(num: int, frames: int, size, seed: int) -> tuple:
     """(videos (N, 3, F, H, W) uint8, names ['red circle', ...]): all colour-shape pairs,
-    held-out ones included, each about equally often; a pure function of the arguments."""
+    held-out ones included, each about equally often; a pure function of the arguments.
+    size: an int or (H, W); H x W clips are the centre crop of a square canvas of the longer side."""
+    height, width = size_hw(size, "size")
+    side = max(height, width)
+    top, left = (side - height) // 2, (side - width) // 2
     plan = dataset_plan(num, seed=seed, holdout="none")
-    videos = [render_clip(c, s, m, frames=frames, size=size, rng=np.random.default_rng([seed, EVAL_STREAM, i]))
-              for i, (c, s, m) in enumerate(plan)]
+    videos = [render_clip(c, s, m, frames=frames, size=side, rng=np.random.default_rng([seed, EVAL_STREAM, i]))
+              [:, top:top + height, left:left + width] for i, (c, s, m) in enumerate(plan)]
     stacked = torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).contiguous()
     return stacked, [f"{c} {s}" for c, s, _ in plan]
 

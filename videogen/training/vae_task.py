@@ -37,7 +37,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from videogen.data.datasets import VideoTextDataset, clip_to_tensor
+from videogen.data.datasets import VideoTextDataset, clip_to_tensor, size_hw
 from videogen.data.shapes import HELD_OUT, MOTIONS, allowed_pairs, render_clip
 from videogen.errors import UsageError
 from videogen.models.vae import VAEConfig, build_vae, check_video_size, vae_factors
@@ -71,8 +71,9 @@ def export_dir_of(cfg: VAERunConfig) -> str:
 class ShapesClips:
     """Shapes-world clips rendered on the fly; `batch(n, *key)` depends on (seed, key) only."""
 
-    def __init__(self, frames: int, size: int, seed: int, holdout: str):
-        self.frames, self.size, self.seed = frames, size, seed
+    def __init__(self, frames: int, size, seed: int, holdout: str):
+        """size: an int or (H, W); H x W clips are the centre crop of a square canvas of the longer side."""
+        self.frames, self.size, self.seed = frames, size_hw(size), seed
         self.pairs = allowed_pairs(holdout)
 
     def batch(self, n: int, *key: int) -> torch.Tensor:
@@ -82,7 +83,7 @@ class ShapesClips:
         for _ in range(n):
             colour, shape = self.pairs[rng.integers(len(self.pairs))]
             motion = MOTIONS[rng.integers(len(MOTIONS))]
-            clips.append(render_clip(colour, shape, motion, frames=self.frames, size=self.size, rng=rng))
+            clips.append(render_clip(colour, shape, motion, frames=self.frames, size=max(self.size), rng=rng))
         return torch.stack([clip_to_tensor(c, self.size) for c in clips])
 
 
@@ -107,7 +108,8 @@ def make_clips(cfg: VAERunConfig, frames: Optional[int] = None):
         logger.info("training clips from the dataset %s", d.dataset)
         return DatasetClips(d.dataset, d.frames, d.size, cfg.train.seed)
     held = "none" if d.holdout == "none" else ", ".join(" ".join(p) for p in HELD_OUT)
-    logger.info("training clips rendered on the fly (%d frames, %dx%d; held out: %s)", d.frames, d.size, d.size, held)
+    logger.info("training clips rendered on the fly (%d frames, %dx%d (HxW); held out: %s)", d.frames,
+                *size_hw(d.size), held)
     return ShapesClips(d.frames, d.size, cfg.train.seed, d.holdout)
 
 
@@ -122,7 +124,7 @@ def build_model(cfg: VAERunConfig, start_step: int) -> Reconstruction:
     if temporal != CHUNK:
         raise UsageError(f"this VAE compresses time {temporal}x; the pipeline needs {CHUNK}x "
                          "(vae.temperal_downsample with two true entries)")
-    check_video_size(vae, cfg.data.size, cfg.data.size)
+    check_video_size(vae, *size_hw(cfg.data.size))
     if t.init_logvar is not None and not cfg.vae.pretrained:
         with torch.no_grad():  # quant_conv outputs (mean, logvar), z channels each
             vae.quant_conv.bias[vae.config.z_dim:] = t.init_logvar
