@@ -188,3 +188,10 @@ def test_a_fork_goes_on_exactly_where_the_session_is(pipe):
     assert len(rest) == len(forked) == 10
     assert all(np.array_equal(a, b) for a, b in zip(rest, forked))
     assert np.array_equal(np.stack(head + rest), np.stack(list(pipe("a red circle moving right", 13, seed=2, steps=1))))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1.0])
+def test_a_session_refuses_guidance_that_cannot_work(pipe, value):
+    """The session checks what the CLI checks before loading: the web page relies on it."""
+    with pytest.raises(UsageError, match="--guidance must be a finite number"):
+        pipe.stream("a red circle moving right", 8, guidance=value)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Iterator
+from typing import Iterator, Optional
 
 import numpy as np
 
@@ -17,15 +17,15 @@ from videogen.data.video_io import IMAGE_EXTENSIONS
 from videogen.errors import UsageError
 
 
-def _check_file(path: str, option: str) -> None:
+def _check_file(path: str, label: str) -> None:
     if not os.path.exists(path):
-        raise UsageError(f"{option} '{path}' not found; give a readable file")
+        raise UsageError(f"{label} not found; give a readable file")
     if not os.path.isfile(path):
-        raise UsageError(f"{option} '{path}' is not a file")
+        raise UsageError(f"{label} is not a file")
     if not os.access(path, os.R_OK):
-        raise UsageError(f"{option} '{path}' is not readable (permission denied)")
+        raise UsageError(f"{label} is not readable (permission denied)")
     if os.path.getsize(path) == 0:
-        raise UsageError(f"{option} '{path}' is empty")
+        raise UsageError(f"{label} is empty")
 
 
 def _decode(path: str) -> Iterator[np.ndarray]:
@@ -38,18 +38,20 @@ def _decode(path: str) -> Iterator[np.ndarray]:
             yield frame.to_ndarray(format="rgb24")
 
 
-def open_init_video(path: str) -> Iterator[np.ndarray]:
-    """The frames of a video file (H, W, 3) uint8, decoded as they are read."""
-    _check_file(path, "--init-video")
-    frames = _guarded(path, _decode(path))
+def open_init_video(path: str, label: Optional[str] = None) -> Iterator[np.ndarray]:
+    """The frames of a video file (H, W, 3) uint8, decoded as they are read. `label` names
+    the file in errors (default: the CLI option and the path)."""
+    label = label or f"--init-video '{path}'"
+    _check_file(path, label)
+    frames = _guarded(path, label, _decode(path))
     try:
         first = next(frames)
     except StopIteration:
-        raise UsageError(f"--init-video '{path}' has no video frames") from None
+        raise UsageError(f"{label} has no video frames") from None
     return itertools.chain([first], frames)
 
 
-def _guarded(path: str, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+def _guarded(path: str, label: str, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
     """`frames`, with a decoding error at any frame as one UsageError naming the file."""
     import av
 
@@ -57,21 +59,22 @@ def _guarded(path: str, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
         yield from frames
     except (av.error.FFmpegError, ValueError, OSError) as err:
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise UsageError(f"--init-video '{path}' is not a readable video ({message}); "
+        raise UsageError(f"{label} is not a readable video ({message}); "
                          "give an MP4, WebM, MOV or GIF file") from None
 
 
-def read_init_image(path: str) -> np.ndarray:
-    """One PNG or JPEG image as an (H, W, 3) uint8 frame."""
+def read_init_image(path: str, label: Optional[str] = None) -> np.ndarray:
+    """One PNG or JPEG image as an (H, W, 3) uint8 frame; `label` as for open_init_video."""
     from PIL import Image, UnidentifiedImageError
 
-    _check_file(path, "--init-image")
+    label = label or f"--init-image '{path}'"
+    _check_file(path, label)
     ext = os.path.splitext(path)[1].lower()
     if ext not in IMAGE_EXTENSIONS:
-        raise UsageError(f"--init-image '{path}': unsupported image format '{ext or 'none'}'; "
+        raise UsageError(f"{label}: unsupported image format '{ext or 'none'}'; "
                          f"use {', '.join(IMAGE_EXTENSIONS)}")
     try:
         with Image.open(path) as image:
             return np.asarray(image.convert("RGB"))
     except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise UsageError(f"--init-image '{path}' is not a readable image ({str(err).splitlines()[0]})") from None
+        raise UsageError(f"{label} is not a readable image ({str(err).splitlines()[0]})") from None

@@ -27,7 +27,7 @@ from videogen.data.datasets import size_hw
 from videogen.errors import UsageError
 from videogen.models.dit import PoMVideoDiT
 from videogen.diffusion.sampler import parse_prompt_schedule
-from videogen.pipelines.stream import DEFAULT_RECOMMIT_NOISE, DEFAULT_RING, DEFAULT_SWITCH, StreamSession, check_switch
+from videogen.pipelines.stream import DEFAULT_RECOMMIT_NOISE, DEFAULT_RING, DEFAULT_SWITCH, StreamSession, check_sampling, check_switch
 
 logger = logging.getLogger("videogen")
 
@@ -276,12 +276,7 @@ def check_settings(*, frames: int, steps: Optional[int], guidance: Optional[floa
     for flag, side in (("--height", height), ("--width", width)):
         if side is not None and side < 1:
             raise UsageError(f"{flag} must be at least 1, not {side}")
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps must be at least 1, not {steps}")
-    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
-        raise UsageError(f"--guidance must be a finite number >= 0, not {guidance}")
-    if context_noise is not None and not (math.isfinite(context_noise) and 0 <= context_noise < 1):
-        raise UsageError(f"--context-noise must be in [0, 1), not {context_noise}")
+    check_sampling(steps, guidance, context_noise)
     if not 0 <= crf <= 51:
         raise UsageError(f"--crf must be in 0..51, not {crf}")
     if fps is not None and fps < 1:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 from collections import deque
 from typing import Iterable, Iterator, Optional
 
@@ -53,11 +54,18 @@ def sampler_settings(config, steps: Optional[int], guidance: Optional[float],
     settings = SamplerSettings(steps=steps or config.steps,
                                guidance=config.guidance if guidance is None else guidance,
                                context_noise=config.context_noise if context_noise is None else context_noise)
-    if settings.steps < 1:
-        raise UsageError(f"--steps must be at least 1, not {settings.steps}")
-    if not 0 <= settings.context_noise < 1:
-        raise UsageError(f"--context-noise must be in [0, 1), not {settings.context_noise}")
+    check_sampling(settings.steps, settings.guidance, settings.context_noise)
     return settings
+
+
+def check_sampling(steps: Optional[int], guidance: Optional[float], context_noise: Optional[float]) -> None:
+    """The sampler's settings a user can get wrong (None: the pipeline's own, not checked)."""
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps must be at least 1, not {steps}")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise UsageError(f"--guidance must be a finite number >= 0, not {guidance}")
+    if context_noise is not None and not (math.isfinite(context_noise) and 0 <= context_noise < 1):
+        raise UsageError(f"--context-noise must be in [0, 1), not {context_noise}")
 
 
 def check_switch(switch: str, ring: int, recommit_noise: Optional[float]) -> None:

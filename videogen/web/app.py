@@ -26,11 +26,12 @@ from typing import Optional
 
 import numpy as np
 
+from videogen.data.video_io import IMAGE_EXTENSIONS
 from videogen.errors import UsageError
 
 logger = logging.getLogger("videogen")
 
-IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+IMAGE_TYPES = IMAGE_EXTENSIONS  # what the pipeline's image reader takes
 VIDEO_TYPES = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".avi")
 PREVIEW_SIZE = 256  # pixels: the 64x64 default is too small to watch at its own size
 PREVIEW_EVERY_S = 0.08  # at most ~12 preview updates a second: the browser, not the model, is the limit
@@ -119,19 +120,8 @@ def read_upload(path: Optional[str]):
                          f"({', '.join(VIDEO_TYPES)}), not '{ext or 'a file without extension'}'")
     from videogen.pipelines.init_frames import open_init_video, read_init_image
 
-    try:
-        return [read_init_image(path)] if ext in IMAGE_TYPES else open_init_video(path)
-    except UsageError as err:
-        raise upload_error(err, path) from None
-
-
-def upload_error(err: UsageError, path: str) -> UsageError:
-    """The CLI's message about a file, said of the upload: its own name, not the server's
-    temporary path, and no command-line option."""
-    text = str(err).replace(f"'{path}'", f"'{os.path.basename(path)}'")
-    for option in ("--init-image ", "--init-video "):
-        text = text.replace(option, "the upload ")
-    return UsageError(text)
+    label = f"the upload '{os.path.basename(path)}'"  # its own name, not the server's temporary path
+    return [read_init_image(path, label)] if ext in IMAGE_TYPES else open_init_video(path, label)
 
 
 @dataclass
@@ -163,9 +153,8 @@ class VideoApp:
             raise UsageError(f"frames must be in 1..{self.settings.max_frames}, not {frames}")
         if not 1 <= steps <= 100:
             raise UsageError(f"steps must be in 1..100, not {steps}")
-        if guidance is None or not np.isfinite(guidance) or guidance < 0:
-            raise UsageError(f"guidance must be a finite number >= 0, not {guidance}")
-        return prompt.strip(), frames, seed, steps, float(guidance)
+        # guidance: checked by the session (pipelines.stream.check_sampling), as for the CLI
+        return prompt.strip(), frames, seed, steps, None if guidance is None else float(guidance)
 
     def generate(self, prompt, frames, seed, steps, guidance, upload, request):
         """Yields (preview HTML, status HTML, MP4 path or None) while the video is made."""
@@ -184,7 +173,7 @@ class VideoApp:
         try:
             yield from self._stream(run, prompt, frames)
         except UsageError as err:  # e.g. an upload that stops decoding half-way
-            raise gr.Error(str(upload_error(err, upload) if upload else err), print_exception=False) from None
+            raise gr.Error(str(err), print_exception=False) from None
         finally:
             self.sessions.pop(key, run)
 
