@@ -88,7 +88,8 @@ class StreamSession:
 
     num_frames: new frames to generate (None: endless). init_frames: any iterable of
     (H, W, 3) uint8 frames to continue (one frame: image-to-video); frames of another size
-    are resized (short side) and centre-cropped; a clip of 1+4k+r frames loses its last r.
+    are resized to cover the model's H x W, keeping their aspect ratio, and centre-cropped;
+    a clip of 1+4k+r frames loses its last r.
     include_init: yield the given frames (as resized) before the new ones.
     switch, ring, recommit_noise: how `set_prompt` comes in (module docstring); ring latent
     frames are re-committed at noise level recommit_noise (None: the context noise).

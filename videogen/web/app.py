@@ -142,8 +142,7 @@ class VideoApp:
 
     def check(self, prompt: str, frames, seed, steps, guidance) -> tuple:
         """The form's values as the pipeline takes them, or one UsageError naming the fix."""
-        if not prompt or not prompt.strip():
-            raise UsageError("the prompt is empty; describe the video, e.g. \"a red circle moving right\"")
+        # the prompt itself: checked by the session (pipelines.stream.check_prompt)
         values = {"frames": frames, "seed": seed, "steps": steps}
         for name, value in values.items():
             if value is None or float(value) != int(value):
@@ -154,7 +153,7 @@ class VideoApp:
         if not 1 <= steps <= 100:
             raise UsageError(f"steps must be in 1..100, not {steps}")
         # guidance: checked by the session (pipelines.stream.check_sampling), as for the CLI
-        return prompt.strip(), frames, seed, steps, None if guidance is None else float(guidance)
+        return (prompt or "").strip(), frames, seed, steps, None if guidance is None else float(guidance)
 
     def generate(self, prompt, frames, seed, steps, guidance, upload, request):
         """Yields (preview HTML, status HTML, MP4 path or None) while the video is made."""
