@@ -25,7 +25,7 @@ import torch
 from videogen.errors import UsageError
 from videogen.training.checkpoint import CheckpointManager, check_same_config, checkpoint_step
 from videogen.training.logs import LOG_FILE, JsonlLog, hparams, setup_logging, tracker
-from videogen.training.run_dir import check_replaceable, prepare_run_dir
+from videogen.training.run_dir import check_output_folder, prepare_run_dir
 
 logger = logging.getLogger("videogen")
 
@@ -207,7 +207,7 @@ class Trainer:
             raise UsageError(f"no checkpoint in train.output_dir '{self.t.output_dir}' to export; train first, "
                              "or pass --resume CHECKPOINT_DIR")
         for _, marker, what in self.task.outputs():
-            check_replaceable(out_dir, marker, what)
+            check_output_folder(out_dir, marker, what)
         self._build(resume_dir)
         result = {"step": self.step, "loss": None, "output_dir": self.t.output_dir}
         return {**result, **self.task.export(self.step, out_dir, final=False)}

@@ -39,7 +39,7 @@ def check_new_run_dir(out: str) -> None:
                      "folder: choose another train.output_dir, or pass --resume latest to continue the run there")
 
 
-def check_replaceable(path: str, marker: str, what: str) -> None:
+def check_output_folder(path: str, marker: str, what: str) -> None:
     """`path` is absent, empty, or a `what` (it holds `marker`): the run may replace it at its end."""
     if not os.path.exists(path):
         return
@@ -64,7 +64,7 @@ def prepare_run_dir(accelerator, checkpoints: CheckpointManager, resume: Optiona
         raise UsageError(f"'{os.path.join(out, strays[0])}' is not a checkpoint (no trainer_state.json), and a "
                          "checkpoint of that step would replace it; move it out of train.output_dir")
     for path, marker, what in outputs:
-        check_replaceable(path, marker, what)
+        check_output_folder(path, marker, what)
     accelerator.wait_for_everyone()  # every rank has checked before the main one writes
     if accelerator.is_main_process:
         os.makedirs(out, exist_ok=True)
