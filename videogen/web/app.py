@@ -14,7 +14,6 @@ file Gradio wrote (no path ever comes from the client), temporary files removed.
 import base64
 import html
 import io
-import logging
 import os
 import shutil
 import signal
@@ -28,8 +27,6 @@ import numpy as np
 
 from videogen.data.video_io import IMAGE_EXTENSIONS
 from videogen.errors import UsageError
-
-logger = logging.getLogger("videogen")
 
 IMAGE_TYPES = IMAGE_EXTENSIONS  # what the pipeline's image reader takes
 VIDEO_TYPES = (".mp4", ".webm", ".mov", ".mkv", ".gif", ".avi")
@@ -78,10 +75,6 @@ class Sessions:
         with self._lock:
             if stream is None or self._streams.get(key) is stream:
                 self._streams.pop(key, None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._streams)
 
 
 def preview_html(frame: np.ndarray) -> str:
