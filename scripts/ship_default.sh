@@ -1,18 +1,45 @@
 #!/usr/bin/env bash
-# Assemble videogen/default_model (package data) from the runs of scripts/train_default.sh:
-# the DiT's EMA pipeline after its clip-start fine-tune, with the VAE swapped for the final
-# one (same encoder, so the same latent space; a decoder trained longer).
-#   bash scripts/ship_default.sh            # finished runs: runs/default_whole/pipeline + runs/shapes_vae/export
-#   bash scripts/ship_default.sh --latest   # runs still going: export their newest checkpoints first
+# Assemble videogen/default_model (package data) from the runs of scripts/train_default.sh,
+# in two steps:
+#   teacher: the DiT's EMA pipeline after its clip-start fine-tune, with the VAE swapped for
+#            the final one (same encoder, so the same latent space; a decoder trained
+#            longer) -> runs/teacher (8 steps, guidance 3: what `videogen distill` learns from)
+#   student: runs/distill/pipeline (`videogen distill shapes_distill`, 1 step, no CFG), which
+#            becomes videogen/default_model, with the teacher's transformer beside it in
+#            default_model/teacher/ (`--model default-teacher`)
+#   bash scripts/ship_default.sh teacher    # finished runs: runs/default_whole/pipeline + runs/shapes_vae/export
+#   bash scripts/ship_default.sh teacher --latest   # runs still going: export their newest checkpoints first
+#   bash scripts/ship_default.sh student    # after the distillation
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+STAGE="${1:-}"
+if [ "$STAGE" = "student" ]; then
+  for need in runs/distill/pipeline/model_index.json runs/teacher/transformer/config.json; do
+    [ -f "$need" ] || { echo "ship_default: $need missing; run scripts/train_default.sh" >&2; exit 2; }
+  done
+  rm -rf videogen/default_model.tmp
+  cp -r runs/distill/pipeline videogen/default_model.tmp
+  mkdir -p videogen/default_model.tmp/teacher
+  cp runs/teacher/transformer/config.json runs/teacher/transformer/diffusion_pytorch_model.safetensors \
+    videogen/default_model.tmp/teacher/
+  python - runs/teacher/model_index.json videogen/default_model.tmp/teacher/sampling.json <<'PY'
+import json, sys
+index = json.load(open(sys.argv[1]))
+json.dump({k: index[k] for k in ("steps", "guidance", "context_noise")}, open(sys.argv[2], "w"), indent=2)
+PY
+  rm -rf videogen/default_model && mv videogen/default_model.tmp videogen/default_model
+  du -sh videogen/default_model
+  echo "default model (the student, with the teacher in default_model/teacher) written to videogen/default_model"
+  exit 0
+fi
+[ "$STAGE" = "teacher" ] || { echo "usage: bash scripts/ship_default.sh teacher [--latest] | student" >&2; exit 2; }
 FREEZE=$(python -c "from videogen.training.config import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
 PIPE=runs/default_whole/pipeline
 VAE=runs/shapes_vae/export
 LATENTS=$VAE  # the VAE the DiT was trained with (as in train_default.sh)
 if [ "$FREEZE" -gt 0 ]; then LATENTS=runs/shapes_vae/export-latents; fi
-if [ "${1:-}" = "--latest" ]; then
+if [ "${2:-}" = "--latest" ]; then
   PIPE=runs/default_whole/export-now
   VAE=runs/shapes_vae/export-now
   videogen train configs/shapes_whole.yaml --export "$PIPE"
@@ -27,10 +54,9 @@ a, b = (json.load(open(f"{d}/config.json")) for d in sys.argv[1:])
 if a["latents_mean"] != b["latents_mean"] or a["latents_std"] != b["latents_std"]:
     sys.exit("ship_default: the final VAE's latent statistics differ from the DiT's: its encoder was not frozen")
 PY
-rm -rf videogen/default_model.tmp
-cp -r "$PIPE" videogen/default_model.tmp
-rm -rf videogen/default_model.tmp/vae && cp -r "$VAE" videogen/default_model.tmp/vae
-rm -f videogen/default_model.tmp/vae/eval.json
-rm -rf videogen/default_model && mv videogen/default_model.tmp videogen/default_model
-du -sh videogen/default_model
-echo "default model written to videogen/default_model"
+rm -rf runs/teacher.tmp
+cp -r "$PIPE" runs/teacher.tmp
+rm -rf runs/teacher.tmp/vae && cp -r "$VAE" runs/teacher.tmp/vae
+rm -f runs/teacher.tmp/vae/eval.json
+rm -rf runs/teacher && mv runs/teacher.tmp runs/teacher
+echo "teacher pipeline written to runs/teacher (next: videogen distill shapes_distill)"

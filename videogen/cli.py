@@ -315,6 +315,37 @@ def _run_train(args) -> None:
     train(args.config, args.overrides, resume=args.resume, export=args.export)
 
 
+# ------------------------------------------------------------------------------ distill
+def _add_distill(sub) -> None:
+    p = _command(
+        sub, "distill", "distil a few-step student (no CFG) from a teacher pipeline",
+        """
+        Train a student that needs distill.student_steps model calls per latent frame
+        (default 1) plus the commit pass, without classifier-free guidance, from a
+        teacher pipeline (distill.teacher). The student learns on its own streaming
+        rollouts: its context is its own committed output, as at inference, and its
+        target is the teacher's sample from the same noise on that context.
+        Writes to train.output_dir as `videogen train` does; pipeline/ is the student.
+
+        examples:
+          videogen distill configs/shapes_distill.yaml
+          videogen distill configs/shapes_distill.yaml distill.teacher=runs/default/pipeline
+          videogen distill configs/shapes_distill.yaml --resume latest
+          videogen distill configs/shapes_distill.yaml --export runs/distill/now
+        """,
+        _run_distill,
+    )
+    _config_arguments(p, "distillation", "train.lr=5e-5")
+    _checkpoint_arguments(p, "train nothing: write the student pipeline of a checkpoint (--resume, default the "
+                             "latest) to DIR")
+
+
+def _run_distill(args) -> None:
+    from videogen.training.distill_task import distill
+
+    distill(args.config, args.overrides, resume=args.resume, export=args.export)
+
+
 # --------------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
     p = _command(
@@ -431,7 +462,7 @@ def _run_serve(args) -> None:
                         max_upload_mb=args.max_upload_mb))
 
 
-COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval, _add_train_vae, _add_serve]
+COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_distill, _add_eval, _add_train_vae, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

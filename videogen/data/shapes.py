@@ -189,6 +189,13 @@ def allowed_pairs(holdout: str = "default") -> list[tuple[str, str]]:
     return [(c, s) for c in COLOURS for s in SHAPES if holdout == "none" or (c, s) not in HELD_OUT]
 
 
+def training_captions(holdout: str = "default") -> list[str]:
+    """Every caption form of every (colour, shape, motion) that training data may contain:
+    the prompts a data-free stage (distillation) trains on."""
+    return [form.format(colour=c, shape=s, motion=m)
+            for c, s in allowed_pairs(holdout) for m in MOTIONS for form in CAPTION_FORMS]
+
+
 def _balanced(items, n: int, rng: np.random.Generator) -> list:
     """n items, each used floor(n/k) or ceil(n/k) times, in random order."""
     reps = -(-n // len(items))

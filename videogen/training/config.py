@@ -150,6 +150,59 @@ def load_config(path: Optional[str] = None, overrides: Optional[list] = None) ->
     return load_structured(Config, path, overrides, example="configs/tiny.yaml")
 
 
+# ============================================================================ distillation
+@dataclass
+class DistillConfig:
+    """What `videogen distill` distils (training/distill_task.py)."""
+
+    teacher: Optional[str] = None  # the teacher pipeline directory; the student starts as a copy of it
+    # A text file of prompts, one per line; null: the shapes-world captions (every caption
+    # form of every colour-shape pair the teacher was trained on: the held-out pairs stay out)
+    prompts: Optional[str] = None
+    teacher_steps: Optional[int] = None  # null: the teacher pipeline's own sampler settings
+    teacher_guidance: Optional[float] = None
+    student_steps: int = 1  # denoising calls per latent frame (plus the commit pass), no CFG
+    rollout_frames: int = 9  # latent frames of each self-rollout (9: 33 video frames)
+
+    def __post_init__(self):
+        at_least("distill", 1, student_steps=self.student_steps, rollout_frames=self.rollout_frames)
+        if self.teacher_steps is not None:
+            at_least("distill", 1, teacher_steps=self.teacher_steps)
+        if self.teacher_guidance is not None:
+            finite("distill", teacher_guidance=self.teacher_guidance)
+
+
+@dataclass
+class DistillTrainConfig(LoopConfig):
+    output_dir: str = "runs/distill"
+    lr: float = 5e-5
+    warmup_steps: int = 20
+    max_steps: int = 500
+    checkpoint_every: int = 50
+    ema_decay: float = 0.99  # 0 disables EMA
+
+    def __post_init__(self):
+        super().__post_init__()
+        finite("train", ema_decay=self.ema_decay)
+        if not 0 <= self.ema_decay < 1:
+            raise UsageError(f"train.ema_decay must be in [0, 1) (0 disables EMA), not {self.ema_decay}")
+
+
+@dataclass
+class DistillRunConfig:
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    train: DistillTrainConfig = field(default_factory=DistillTrainConfig)
+
+
+def load_distill_config(path: Optional[str] = None, overrides: Optional[list] = None) -> DistillRunConfig:
+    """Read `path` (YAML) and `overrides` into a validated DistillRunConfig."""
+    cfg = load_structured(DistillRunConfig, path, overrides, example="configs/shapes_distill.yaml")
+    if cfg.distill.teacher is None:
+        raise UsageError("distill.teacher is not set: name the teacher pipeline directory, e.g. "
+                         "distill.teacher=videogen/default_model")
+    return cfg
+
+
 # ============================================================================ the VAE
 @dataclass
 class VAEDataConfig:
