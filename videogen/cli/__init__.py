@@ -1,6 +1,7 @@
 """`videogen` command line: parse, validate, call one library function per command.
 
-Each command has an `_add_<name>` (its parser) and a `_run_<name>` (one library call).
+Each command has an `_add_<name>` (its parser) and a `_run_<name>` (one library call); the
+training commands live in cli/training.py, the shared parser parts in cli/parsing.py.
 Heavy imports live inside the runners so that `videogen --help` is instant. Mistakes a
 user can make raise `UsageError`; `main` prints them as one line and exits with 2.
 """
@@ -9,97 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
-import textwrap
 
+from videogen.cli.parsing import FMT, Parser, SHIPPED, check_utf8, command, doc
+from videogen.cli.training import add_cache, add_distill, add_train, add_train_vae
 from videogen.errors import UsageError
-
-_FMT = argparse.RawDescriptionHelpFormatter
-# An example, not utils.config.shipped_configs(): importing omegaconf would slow --help.
-_SHIPPED = "e.g. tiny, shapes (videogen/configs)"
-
-
-def _doc(text: str) -> str:
-    return textwrap.dedent(text).strip("\n")
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, whose errors add a hint when a prompt that begins with '-' was read as an
-    option (`videogen generate "-red"`); subcommand parsers are of this class too."""
-
-    def __init__(self, *args, **kwargs):
-        self.option_strings: list = []
-        super().__init__(*args, **kwargs)
-
-    def add_argument(self, *args, **kwargs):
-        action = super().add_argument(*args, **kwargs)
-        self.option_strings += action.option_strings
-        return action
-
-    def parse_known_args(self, args=None, namespace=None):
-        self._given = list(sys.argv[1:] if args is None else args)
-        return super().parse_known_args(args, namespace)
-
-    def error(self, message: str):
-        super().error(message + _dash_hint(self, message, getattr(self, "_given", [])))
-
-
-def _dash_hint(parser: _Parser, message: str, given: list) -> str:
-    """'; ...' telling how to pass the first word-like argument that begins with '-' and is
-    no option of `parser` (or '' when there is none)."""
-    options = parser.option_strings
-    for arg in given:
-        name = arg.split("=", 1)[0]
-        if not (arg[:1] == "-" and arg.lstrip("-")[:1].isalpha()):
-            continue
-        if " " not in name and (name.startswith("--") or any(option.startswith(name) for option in options)):
-            continue  # an option, an abbreviation of one, or a mistyped --option
-        option = re.match(r"argument (--[\w-]+)", message)
-        if option:
-            return f"; a value that begins with '-' goes after '=': {option.group(1)}='{arg}'"
-        prog = parser.prog if " " in parser.prog else f"{parser.prog} {given[0]}"  # top level: add the command
-        return f"; a prompt that begins with '-' goes after --, last: {prog} [options] -- '{arg}'"
-    return ""
-
-
-def _check_utf8(args, *names: str) -> None:
-    """Text for the model must be UTF-8: bytes that are not (a terminal in another
-    encoding, a file name pasted in) reach Python as lone surrogates, which the tokenizer
-    and every file we write would choke on, later and with a traceback."""
-    for name in names:
-        text = getattr(args, name, None) or ""
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:
-            what = "the prompt" if name == "prompt" else f"--{name.replace('_', '-')}"
-            code = ord(text[err.start])  # U+DC80..U+DCFF: the undecodable byte, escaped
-            bad = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"U+{code:04X}"
-            raise UsageError(f"{what} is not valid UTF-8 ({bad} at character {err.start + 1}); "
-                             "type it in a UTF-8 terminal (check the locale: LANG=C.UTF-8)") from None
-
-
-def _command(sub, name: str, help: str, description: str, run) -> argparse.ArgumentParser:
-    """A subcommand `name` whose `--help` shows `description` and which calls `run(args)`."""
-    p = sub.add_parser(name, help=help, formatter_class=_FMT, description=_doc(description))
-    p.set_defaults(func=run)
-    return p
-
-
-def _config_arguments(p, what: str, example: str) -> None:
-    """The positional config (a YAML file or a shipped name) and its key=value overrides."""
-    p.add_argument("config", help=f"{what} YAML config file or shipped config name, {_SHIPPED}")
-    p.add_argument("overrides", nargs="*", help=f"key=value overrides, e.g. {example}")
-
-
-def _checkpoint_arguments(p, export: str) -> None:
-    p.add_argument("--resume", default=None, metavar="latest|DIR",
-                   help="resume from the latest checkpoint or a checkpoint directory")
-    p.add_argument("--export", default=None, metavar="DIR", help=export)
 
 
 # ----------------------------------------------------------------------------- generate
-_GENERATE_DOC = _doc(
+_GENERATE_DOC = doc(
     """
     Generate a video from a prompt. Latent frames are denoised one at a time; each
     finished frame is decoded and written at once, and memory does not grow with
@@ -136,7 +55,7 @@ def _add_generate(sub) -> None:
     p = sub.add_parser(
         "generate",
         help="write a video from a text prompt, streamed frame by frame",
-        formatter_class=_FMT,
+        formatter_class=FMT,
         description=_GENERATE_DOC,
     )
     p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving right'")
@@ -183,7 +102,7 @@ def _add_streaming_options(p) -> None:
 
 
 def _run_generate(args) -> None:
-    _check_utf8(args, "prompt", "prompt_schedule")
+    check_utf8(args, "prompt", "prompt_schedule")
     from videogen.pipelines.pipeline import generate_to_file
 
     generate_to_file(
@@ -198,7 +117,7 @@ def _run_generate(args) -> None:
 
 # --------------------------------------------------------------------------- init-model
 def _add_init_model(sub) -> None:
-    p = _command(
+    p = command(
         sub, "init-model", "write a randomly initialised pipeline directory from a config",
         """
         Write a complete pipeline directory (model_index.json, transformer/, vae/,
@@ -211,7 +130,7 @@ def _add_init_model(sub) -> None:
         _run_init_model,
     )
     p.add_argument("dir", help="directory to write")
-    p.add_argument("--config", default="tiny", help=f"YAML config file or shipped config name, {_SHIPPED} (default: tiny)")
+    p.add_argument("--config", default="tiny", help=f"YAML config file or shipped config name, {SHIPPED} (default: tiny)")
     p.add_argument("overrides", nargs="*", help="config overrides as key=value, e.g. model.mixer=attention")
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
 
@@ -224,9 +143,9 @@ def _run_init_model(args) -> None:
 
 # --------------------------------------------------------------------------------- data
 def _add_data(sub) -> None:
-    p = sub.add_parser("data", help="make datasets (the synthetic shapes world)", formatter_class=_FMT)
+    p = sub.add_parser("data", help="make datasets (the synthetic shapes world)", formatter_class=FMT)
     dsub = p.add_subparsers(dest="data_command", metavar="KIND")
-    s = _command(
+    s = command(
         dsub, "shapes", "write the synthetic shapes video-text dataset",
         """
         Write the shapes world (see shapes_world.md): one coloured shape per clip on a
@@ -257,98 +176,9 @@ def _run_data_shapes(args) -> None:
                          seed=args.seed, holdout=args.holdout)
 
 
-# -------------------------------------------------------------------------------- cache
-def _add_cache(sub) -> None:
-    p = _command(
-        sub, "cache", "precompute VAE latents and text embeddings for a training config",
-        """
-        Encode every clip of the config's dataset with the VAE and every caption with
-        the text encoder, into safetensors shards in data.cache_dir that `videogen
-        train` uses when present. Clips are their first data.frames frames. A cache
-        built for other data/VAE/text settings is refused; delete it to rebuild.
-
-        examples:
-          videogen cache configs/shapes.yaml --workers 2     # both cores of a 2-core CPU
-          videogen cache configs/tiny.yaml data.cache_dir=cache/tiny
-        """,
-        _run_cache,
-    )
-    _config_arguments(p, "training", "data.cache_dir=cache/tiny")
-    p.add_argument("--workers", type=int, default=1,
-                   help="CPU processes that encode clips, one thread each (default: 1). The VAE encoder "
-                        "scales with processes, not threads: on 2 cores, 2 workers 1.58x, 2 threads 1.19x")
-
-
-def _run_cache(args) -> None:
-    from videogen.training.cache import cache_dataset
-
-    cache_dataset(args.config, args.overrides, workers=args.workers)
-
-
-# -------------------------------------------------------------------------------- train
-def _add_train(sub) -> None:
-    p = _command(
-        sub, "train", "train a PoM video DiT with accelerate (1 CPU to many GPUs)",
-        """
-        Train from a YAML config, with key=value overrides. Runs the same on one CPU
-        process or many GPUs: launch it with accelerate for more than one process.
-        Writes to train.output_dir: log.jsonl, checkpoint-NNNNNN/ every
-        train.checkpoint_every steps, samples/, and pipeline/ (for generate --model).
-
-        examples:
-          videogen train configs/shapes.yaml
-          videogen train configs/shapes.yaml train.max_steps=2000 train.batch_size=4
-          videogen train configs/shapes.yaml --resume latest
-          videogen train configs/shapes.yaml --export runs/shapes/now   # newest checkpoint -> pipeline
-          accelerate launch --num_processes 8 -m videogen train configs/shapes.yaml
-          accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m videogen train configs/tiny.yaml
-        """,
-        _run_train,
-    )
-    _config_arguments(p, "training", "train.lr=3e-4")
-    _checkpoint_arguments(p, "train nothing: write the pipeline of a checkpoint (--resume, default the latest) to DIR")
-
-
-def _run_train(args) -> None:
-    from videogen.training.dit_task import train
-
-    train(args.config, args.overrides, resume=args.resume, export=args.export)
-
-
-# ------------------------------------------------------------------------------ distill
-def _add_distill(sub) -> None:
-    p = _command(
-        sub, "distill", "distil a few-step student (no CFG) from a teacher pipeline",
-        """
-        Train a student that needs distill.student_steps model calls per latent frame
-        (default 1) plus the commit pass, without classifier-free guidance, from a
-        teacher pipeline (distill.teacher). The student learns on its own streaming
-        rollouts: its context is its own committed output, as at inference, and its
-        target is the teacher's sample from the same noise on that context.
-        Writes to train.output_dir as `videogen train` does; pipeline/ is the student.
-
-        examples:
-          videogen distill configs/shapes_distill.yaml
-          videogen distill configs/shapes_distill.yaml distill.teacher=runs/default/pipeline
-          videogen distill configs/shapes_distill.yaml --resume latest
-          videogen distill configs/shapes_distill.yaml --export runs/distill/now
-        """,
-        _run_distill,
-    )
-    _config_arguments(p, "distillation", "train.lr=5e-5")
-    _checkpoint_arguments(p, "train nothing: write the student pipeline of a checkpoint (--resume, default the "
-                             "latest) to DIR")
-
-
-def _run_distill(args) -> None:
-    from videogen.training.distill_task import distill
-
-    distill(args.config, args.overrides, resume=args.resume, export=args.export)
-
-
 # --------------------------------------------------------------------------------- eval
 def _add_eval(sub) -> None:
-    p = _command(
+    p = command(
         sub, "eval", "score temporal consistency of videos (flicker, warping, drift, ...)",
         """
         Score videos (MP4, GIF or a directory of frames) for temporal consistency:
@@ -388,43 +218,15 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(args) -> None:
-    _check_utf8(args, "prompt")
+    check_utf8(args, "prompt")
     from videogen.evaluation.run import evaluate_cli
 
     evaluate_cli(args)
 
 
-# ---------------------------------------------------------------------------- train-vae
-def _add_train_vae(sub) -> None:
-    p = _command(
-        sub, "train-vae", "train the causal video VAE (AutoencoderKLWan) on the shapes world",
-        """
-        Train a diffusers AutoencoderKLWan on shapes-world clips rendered on the fly (or
-        a dataset: data.dataset=DIR), evaluate reconstruction PSNR on 64 held-out clips
-        (eval.json), and export it with latent statistics to train.output_dir/export.
-        With --export, train nothing: export the VAE of a checkpoint to DIR.
-
-        examples:
-          videogen train-vae configs/shapes_vae.yaml
-          videogen train-vae configs/shapes_vae.yaml train.lr=5e-4 data.frames=9
-          videogen train-vae configs/shapes_vae.yaml --resume latest
-          videogen train-vae configs/shapes_vae.yaml --export runs/shapes_vae/now
-        """,
-        _run_train_vae,
-    )
-    _config_arguments(p, "VAE training", "train.lr=1e-3")
-    _checkpoint_arguments(p, "export the VAE of the latest (or --resume) checkpoint to DIR, without training")
-
-
-def _run_train_vae(args) -> None:
-    from videogen.training.vae_task import train_vae
-
-    train_vae(args.config, args.overrides, resume=args.resume, export=args.export)
-
-
 # -------------------------------------------------------------------------------- serve
 def _add_serve(sub) -> None:
-    p = _command(
+    p = command(
         sub, "serve", "a web page that streams the video as it is made and steers it (extra [web])",
         """
         Start a Gradio page over a pipeline: type a prompt and watch the frames arrive while
@@ -462,14 +264,15 @@ def _run_serve(args) -> None:
                         max_upload_mb=args.max_upload_mb))
 
 
-COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_distill, _add_eval, _add_train_vae, _add_serve]
+COMMANDS = [_add_generate, _add_init_model, _add_data, add_cache, add_train, add_distill, _add_eval, add_train_vae,
+            _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = Parser(
         prog="videogen",
-        formatter_class=_FMT,
-        description=_doc(
+        formatter_class=FMT,
+        description=doc(
             """
             Streaming text-to-video with Polynomial Mixers: constant memory in video length.
 
