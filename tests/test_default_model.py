@@ -38,7 +38,24 @@ def test_shipped_layout_and_size():
     for component in COMPONENTS:
         assert os.path.isdir(os.path.join(DEFAULT_MODEL_DIR, component)), component
     weights = [f for f in files if f.endswith(".safetensors")]
-    assert {os.path.basename(os.path.dirname(f)) for f in weights} == {"transformer", "vae", "text_encoder"}
+    assert {os.path.basename(os.path.dirname(f)) for f in weights} == {"transformer", "vae", "text_encoder", "teacher"}
+
+
+@pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
+def test_default_is_the_one_step_student_and_its_teacher_is_reachable():
+    """The shipped default samples in 1 step without CFG (the distilled student); its 8-step,
+    guidance-3 teacher loads by name, with its own weights and settings."""
+    import torch
+
+    from videogen.pipelines.pipeline import load_pipeline
+
+    student = load_pipeline()
+    assert (student.config.steps, student.config.guidance) == (1, 1.0)
+    teacher = load_pipeline("default-teacher")
+    assert (teacher.config.steps, teacher.config.guidance) == (8, 3.0)
+    assert teacher.config.context_noise == student.config.context_noise
+    pairs = zip(student.transformer.state_dict().values(), teacher.transformer.state_dict().values())
+    assert any(not torch.equal(a, b) for a, b in pairs)
 
 
 @pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
