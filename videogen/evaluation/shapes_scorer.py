@@ -69,24 +69,43 @@ def detect(video: np.ndarray) -> Detections:
     return det
 
 
-def _measure(frame: np.ndarray, min_area: float):
-    """(background brightness, (centre, bbox, rgb, fill, skew) or None) of one (H, W, 3) frame."""
+def find_object(frame: np.ndarray, min_area: float) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """(level, background level, peak level, main blob or None) of one (H, W, 3) uint8 frame.
+
+    level: (H, W) float32 brightest channel; the main blob: (H, W) bool, the largest
+    connected region above half way from the background to the peak, if the object
+    stands out (MIN_CONTRAST) and covers at least `min_area` pixels.
+    """
     level = frame.max(axis=2).astype(np.float32)
-    grey = frame.mean(axis=2)
-    bg, peak = np.median(level), np.percentile(level, 99.5)
+    bg, peak = float(np.median(level)), float(np.percentile(level, 99.5))
     if peak - bg < MIN_CONTRAST:
-        return grey.mean(), None
+        return level, bg, peak, None
     mask = (level > bg + 0.5 * (peak - bg)).astype(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # the peak pixels make one at least
-    x0, y0, w, h, area = stats[k]
-    if area < min_area:
-        return grey.mean(), None
-    blob = labels == k
+    if stats[k, cv2.CC_STAT_AREA] < min_area:
+        return level, bg, peak, None
+    return level, bg, peak, labels == k
+
+
+def coverage(level: np.ndarray, bg: float, peak: float, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, near) of `find_object`'s results: near is the blob grown by 2 pixels, weight
+    the (H, W) estimated share of each near pixel the object covers (0 elsewhere)."""
     near = cv2.dilate(blob.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     # Estimated coverage of each pixel: sub-pixel centroid and extents, so the
     # measures hold for small objects (a binary mask's centroid jumps as edge rows flip).
-    weight = np.clip((level - bg) / (peak - bg), 0, 1) * near
+    return np.clip((level - bg) / (peak - bg), 0, 1) * near, near
+
+
+def _measure(frame: np.ndarray, min_area: float):
+    """(background brightness, (centre, bbox, rgb, fill, skew) or None) of one (H, W, 3) frame."""
+    grey = frame.mean(axis=2)
+    level, bg, peak, blob = find_object(frame, min_area)
+    if blob is None:
+        return grey.mean(), None
+    ys_in, xs_in = np.nonzero(blob)
+    x0, y0, x1, y1 = xs_in.min(), ys_in.min(), xs_in.max() + 1, ys_in.max() + 1
+    weight, near = coverage(level, bg, peak, blob)
     ys, xs = np.indices(weight.shape) + 0.5  # pixel centres
     mass = weight.sum()
     cx, cy = (xs * weight).sum() / mass, (ys * weight).sum() / mass
@@ -96,7 +115,7 @@ def _measure(frame: np.ndarray, min_area: float):
     core = blob & (weight >= 0.8)  # away from edges blurred into the background
     rgb = frame[core if core.any() else blob].mean(axis=0)
     background = grey[~near].mean() if (~near).any() else grey.mean()
-    return background, ((cx, cy), (x0, y0, x0 + w, y0 + h), rgb, fill, skew)
+    return background, ((cx, cy), (x0, y0, x1, y1), rgb, fill, skew)
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
