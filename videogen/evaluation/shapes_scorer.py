@@ -207,7 +207,7 @@ def classify_motion(det: Detections, frames: slice = slice(None)) -> tuple[str |
     return names[axis][int(vote > 0)], speeds[axis]
 
 
-def score_video(video: np.ndarray, prompt: str) -> dict:
+def score_video(video: np.ndarray, prompt: str, det: Detections | None = None) -> dict:
     """Check a (F, H, W, 3) uint8 shapes-world video against its prompt.
 
     Returns expected and detected (colour, shape, motion), whether each is right,
@@ -215,13 +215,14 @@ def score_video(video: np.ndarray, prompt: str) -> dict:
     object's colour, last vs first stretch), `background_start`/`background_end`
     (mean brightness outside the object) and `moving_at_end` (still moving over the
     last 60 frames, or the last quarter of shorter videos).
+    `det` (`detect(video)`) saves detecting the object again when the caller has it.
     Raises ValueError if the prompt is not in the shapes vocabulary.
     """
     parsed = parse_prompt(prompt) if prompt else None
     if parsed is None:
         raise ValueError(f"prompt {prompt!r} is not a shapes-world prompt")
     colour, shape, motion = parsed
-    det = detect(video)
+    det = detect(video) if det is None else det
     frames = len(video)
     tail = min(60, max(2, frames // 4))
     rgb = det.rgb[det.present]
