@@ -28,6 +28,17 @@ def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -
     return path
 
 
+def sampler_settings(model: str | None, overrides: dict) -> dict:
+    """The sampler settings videos are made with: the pipeline's (model_index.json), then `overrides`."""
+    import json
+
+    from videogen.pipelines.pipeline import DEFAULT_MODEL_DIR
+
+    with open(os.path.join(model or DEFAULT_MODEL_DIR, "model_index.json")) as f:
+        index = json.load(f)
+    return {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
+
+
 @contextlib.contextmanager
 def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
     """`with figure(path, 1, 3, figsize=(14, 4)) as (fig, axes):` draws with matplotlib's
