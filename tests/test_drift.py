@@ -120,6 +120,7 @@ def test_a_faint_second_copy_is_a_ghost(truth, truth_row):
     video[LAST] = np.maximum(video[LAST], copy)
     row = score(video)
     assert row["ghost"] and row["ghost_windows"] == 1 and row["curves"]["ghost"][-1] == 1.0
+    assert 0.25 < row["curves"]["ghost_mass"][-1] < 0.4 and max(row["curves"]["ghost_mass"][:-1]) == 0
     untouched(row, "ghost")
     assert D.aggregate_drift([row, truth_row])["all"]["ghost"] == 0.5
 

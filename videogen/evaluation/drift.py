@@ -40,7 +40,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from videogen.data.shapes import COLOURS, HELD_OUT, SHAPES, parse_prompt
+from videogen.data.shapes import COLOURS, HELD_OUT, SHAPES, VELOCITY, parse_prompt
 from videogen.evaluation.shapes_scorer import (
     MIN_AREA_FRACTION, Detections, classify_motion, coverage, detect, find_object, nearest_colour, shape_of,
 )
@@ -127,13 +127,13 @@ def _ghost_mass(level: np.ndarray, bg: float, contrast: float, blob: np.ndarray,
 def _window_curves(det: Detections, m: dict, bounds: list, parsed: tuple[str, str, str]) -> dict:
     """Per-window values (lists, one entry per window) of one video."""
     colour, shape, motion = parsed
-    axes = {"moving left": [1], "moving right": [1], "moving up": [0], "moving down": [0]}.get(motion, [0, 1])
-    curves: dict[str, list] = {k: [] for k in ("area", "purity", "sharpness", "ghost", "presence", "off_axis",
-                                               "colour_ok", "shape_ok", "moving")}
+    axes = [axis for axis in (0, 1) if VELOCITY[motion][axis] == 0]  # off the motion's axis
+    curves: dict[str, list] = {k: [] for k in ("area", "purity", "sharpness", "ghost", "ghost_mass", "presence",
+                                               "off_axis", "colour_ok", "shape_ok", "moving")}
     for a, b in bounds:
         present = det.present[a:b]
         curves["presence"].append(float(present.mean()))
-        for key in ("area", "purity", "sharpness"):
+        for key in ("area", "purity", "sharpness", "ghost_mass"):
             curves[key].append(_nanmean(m[key][a:b]))
         curves["ghost"].append(float(m["ghost"][a:b][present].mean()) if present.any() else 0.0)
         curves["off_axis"].append([_nanmean(det.centre[a:b, axis]) for axis in axes])
@@ -165,7 +165,8 @@ def score_drift(video: np.ndarray, prompt: str, window: int = WINDOW, det: Detec
 
     Returns the window used and each window's start frame; `curves`: per window area_ratio,
     sharpness_ratio, wander (vs the first window), purity, ghost (share of frames),
-    presence, colour_ok, shape_ok, moving (None for standing still); and the video's
+    ghost_mass (mean coverage of ghosts over the object's), presence, colour_ok,
+    shape_ok, moving (None for standing still); and the video's
     area_ratio and sharpness_ratio (last window / first), wander (largest over the
     windows) and wander_last, purity_first/purity_last, ghost (any window has one),
     colour_shape_ok (right in every window), moving_at_end (last window), and `checks`
@@ -184,6 +185,7 @@ def score_drift(video: np.ndarray, prompt: str, window: int = WINDOW, det: Detec
     wander = np.abs(off - off[0]).max(axis=1) / width
     curves = {"area_ratio": _ratio(c["area"]), "sharpness_ratio": _ratio(c["sharpness"]),
               "wander": _clean(wander.tolist()), "purity": _clean(c["purity"]), "ghost": c["ghost"],
+              "ghost_mass": _clean(c["ghost_mass"]),
               "presence": c["presence"], "colour_ok": c["colour_ok"], "shape_ok": c["shape_ok"],
               "moving": c["moving"]}
     ghost_windows = [g >= GHOST_FRAMES for g in c["ghost"]]
