@@ -40,10 +40,10 @@ def sampler_settings(model: str | None, overrides: dict) -> dict:
 
 
 @contextlib.contextmanager
-def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
+def figure(path: str, *subplots, figsize: tuple, dpi: int = 100, **subplots_kw):
     """`with figure(path, 1, 3, figsize=(14, 4)) as (fig, axes):` draws with matplotlib's
     Agg backend (no display needed) and, on leaving, lays out, saves to `path` (atomically)
-    and closes."""
+    and closes. `subplots_kw` go to plt.subplots (e.g. gridspec_kw)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +51,7 @@ def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
 
     from videogen.utils.atomic import atomic_path
 
-    fig, axes = plt.subplots(*subplots, figsize=figsize)
+    fig, axes = plt.subplots(*subplots, figsize=figsize, **subplots_kw)
     try:
         yield fig, axes
         fig.tight_layout()

@@ -152,7 +152,10 @@ def contact_sheet(sheets: list[np.ndarray], per_row: int = 8, gap: int = 2) -> n
 def plot(path: str, rows: list[dict], sheets: list[np.ndarray], frames: int) -> None:
     from videogen.evaluation.drift import AREA_RANGE, MAX_WANDER, MIN_SHARPNESS
 
-    with figure(path, 3, 2, figsize=(12, 12), dpi=110) as (fig, axes):
+    per_row = 8
+    sheet_height = 0.85 * -(-len(sheets) // per_row)  # inches, a row of first|last pairs each
+    with figure(path, 3, 2, figsize=(12, 8.6 + sheet_height), dpi=110,
+                gridspec_kw={"height_ratios": [4, 4, sheet_height]}) as (fig, axes):
         _curve_panel(axes[0, 0], rows, "area_ratio", "object area / first window's", AREA_RANGE)
         _curve_panel(axes[0, 1], rows, "wander", "off-axis wander (share of width)", (-np.inf, MAX_WANDER))
         _curve_panel(axes[1, 0], rows, "purity", "colour purity (share near the palette colour)")
@@ -162,12 +165,13 @@ def plot(path: str, rows: list[dict], sheets: list[np.ndarray], frames: int) -> 
         axes[0, 0].plot([], [], "k:", label="triangle")
         axes[0, 0].plot([], [], "k-.", alpha=0.6, label="bar limit")
         axes[0, 0].legend(fontsize=7)
+        grid = axes[0, 0].get_gridspec()
         for ax in axes[2]:
             ax.remove()
-        sheet = fig.add_subplot(3, 1, 3)
-        sheet.imshow(contact_sheet(sheets), interpolation="nearest")
+        sheet = fig.add_subplot(grid[2, :])
+        sheet.imshow(contact_sheet(sheets, per_row), interpolation="nearest")
         sheet.set_axis_off()
-        per_row, tile = 8, 2 * sheets[0].shape[2] + 6
+        tile = 2 * sheets[0].shape[2] + 6
         for i in range(len(sheets)):
             r, c = divmod(i, per_row)
             sheet.text(c * tile + 2, r * (sheets[0].shape[1] + 2) + 8, str(i), color="w", fontsize=7)
@@ -233,8 +237,9 @@ def main() -> None:
     }
     path = write_report(args.name, report, lambda p: plot(p, rows, sheets, args.frames), args.out)
     share = report["rates"]["all"]
-    print(f"{path}: colour+shape every window {share['colour_shape']:.2f}, area+sharpness {share['area_sharpness']:.2f}, "
-          f"wander {share['wander']:.2f}, moving at end {share['moving']}, ghost {share['ghost']:.2f}; "
+    print(f"{path}: colour+shape every window {share['colour_shape']:.2f}, "
+          f"area+sharpness {share['area_sharpness']:.2f}, wander {share['wander']:.2f}, "
+          f"moving at end {share['moving']}, ghost {share['ghost']:.2f}; "
           f"all bars: {report['passes_all_bars']} ({report['bars_note']}); {report['wall_s']:.0f} s")
     print(os.path.join(args.out, f"{args.name}.png"))
 

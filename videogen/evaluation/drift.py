@@ -190,7 +190,8 @@ def score_drift(video: np.ndarray, prompt: str, window: int = WINDOW, det: Detec
               "moving": c["moving"]}
     ghost_windows = [g >= GHOST_FRAMES for g in c["ghost"]]
     row = {
-        "prompt": prompt, "held_out": (parsed[0], parsed[1]) in HELD_OUT, "moving_prompt": parsed[2] != "standing still",
+        "prompt": prompt, "held_out": (parsed[0], parsed[1]) in HELD_OUT,
+        "moving_prompt": parsed[2] != "standing still",
         "frames": frames, "window": used, "window_starts": [a for a, _ in bounds], "curves": curves,
         "area_ratio": curves["area_ratio"][-1], "sharpness_ratio": curves["sharpness_ratio"][-1],
         "wander": None if np.isnan(wander).any() else float(wander.max()), "wander_last": curves["wander"][-1],
