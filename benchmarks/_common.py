@@ -28,11 +28,22 @@ def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -
     return path
 
 
+def sampler_settings(model: str | None, overrides: dict) -> dict:
+    """The sampler settings videos are made with: the pipeline's (model_index.json), then `overrides`."""
+    import json
+
+    from videogen.pipelines.pipeline import DEFAULT_MODEL_DIR
+
+    with open(os.path.join(model or DEFAULT_MODEL_DIR, "model_index.json")) as f:
+        index = json.load(f)
+    return {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
+
+
 @contextlib.contextmanager
-def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
+def figure(path: str, *subplots, figsize: tuple, dpi: int = 100, **subplots_kw):
     """`with figure(path, 1, 3, figsize=(14, 4)) as (fig, axes):` draws with matplotlib's
     Agg backend (no display needed) and, on leaving, lays out, saves to `path` (atomically)
-    and closes."""
+    and closes. `subplots_kw` go to plt.subplots (e.g. gridspec_kw)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,7 +51,7 @@ def figure(path: str, *subplots, figsize: tuple, dpi: int = 100):
 
     from videogen.utils.atomic import atomic_path
 
-    fig, axes = plt.subplots(*subplots, figsize=figsize)
+    fig, axes = plt.subplots(*subplots, figsize=figsize, **subplots_kw)
     try:
         yield fig, axes
         fig.tight_layout()

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from _common import RESULTS, figure, write_report
+from _common import RESULTS, figure, sampler_settings, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = os.path.join(REPO, "data", "prompts_shapes.txt")
@@ -95,17 +95,6 @@ def summarise(rows: list[dict]) -> dict:
         f"still moving in the last 60 frames >= {MOVING_BAR}": moving is not None and moving >= MOVING_BAR,
     }
     return {"rates": rates, "end_of_video": no_drift, "bars": bars, "passes_all_bars": all(bars.values())}
-
-
-def sampler_settings(model: str | None, overrides: dict) -> dict:
-    """The sampler settings the videos are made with: the pipeline's, then the overrides."""
-    import json
-
-    from videogen.pipelines.pipeline import DEFAULT_MODEL_DIR
-
-    with open(os.path.join(model or DEFAULT_MODEL_DIR, "model_index.json")) as f:
-        index = json.load(f)
-    return {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
 
 
 def sheet_indices(prompts: list[str]) -> list[int]:

@@ -168,7 +168,7 @@ def test_prompt_files_map_lines_or_names_to_videos(tmp_path):
 # ------------------------------------------------------------------------------- CLI
 def eval_args(videos, **kw):
     base = dict(videos=videos, prompt=None, prompts=None, json=None, plot=None, compare=False,
-                shapes=False, clip=None, dino=None)
+                shapes=False, window=None, clip=None, dino=None)
     return Namespace(**{**base, **kw})
 
 
@@ -207,6 +207,9 @@ def test_cli_shapes_on_a_dataset_and_a_compare_table(tmp_path, capsys):
     R.evaluate_cli(eval_args([str(data)], shapes=True, json=str(tmp_path / "s.json")))
     report = json.loads((tmp_path / "s.json").read_text())
     assert report["shapes"]["all"]["videos"] == 4 and report["shapes"]["all"]["passes_bars"]
+    assert report["drift"]["all"]["videos"] == 4 and report["drift"]["all"]["passes_bars"]
+    drift = report["videos"][0]["drift"]
+    assert drift["window"] == 8 and len(drift["curves"]["area_ratio"]) == 2  # 17 frames: two windows of 8+
     # the same videos with a prompts file, one line per video in sorted order
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(r["shapes"]["prompt"] + "\n" for r in report["videos"]))
@@ -214,11 +217,16 @@ def test_cli_shapes_on_a_dataset_and_a_compare_table(tmp_path, capsys):
                              plot=str(tmp_path / "c.png")))
     out = capsys.readouterr().out
     assert "flicker score" in out and "00003.mp4" in out and "held_out" not in out and "all" in out
+    assert "col+shp" in out and "area+sharp" in out  # the drift summary
     assert (tmp_path / "c.png").exists()
     with pytest.raises(UsageError, match="not a shapes-world prompt"):
         R.evaluate_cli(eval_args([str(data / "videos")], shapes=True, prompt="a dog"))
     with pytest.raises(UsageError, match="needs a prompt"):
         R.evaluate_cli(eval_args([str(data / "videos")], shapes=True))
+    with pytest.raises(UsageError, match="add --shapes"):
+        R.evaluate_cli(eval_args([str(data)], window=24))
+    with pytest.raises(UsageError, match="at least 1 frame"):
+        R.evaluate_cli(eval_args([str(data)], shapes=True, window=0))
 
 
 # ------------------------------------------------------------------ optional models

@@ -186,7 +186,9 @@ def _add_eval(sub) -> None:
         flicker, warping error, motion smoothness, dynamic degree, drift, SSIM/PSNR
         between consecutive frames. With --shapes, also check a shapes-world video
         against its prompt (colour, shape, direction, presence, drift) and report
-        the rates overall and on held-out colour-shape pairs.
+        the rates overall and on held-out colour-shape pairs, and its long-video drift
+        window by window (object area, off-axis wander, colour purity, edge
+        sharpness, ghosts; last window vs first) against the bars at 2,400 frames.
 
         inputs: a file is one video; a directory of video files gives them sorted by
         file name; a dataset directory with metadata.csv gives its videos with their
@@ -214,6 +216,9 @@ def _add_eval(sub) -> None:
                    help="write per-frame curves as PNG here (several videos without --compare: OUT-000-NAME.png, ...)")
     p.add_argument("--compare", action="store_true", help="one table and one plot for all videos")
     p.add_argument("--shapes", action="store_true", help="score against shapes-world prompts")
+    p.add_argument("--window", type=int, default=None, metavar="N",
+                   help="with --shapes: frames per long-video drift window (default 240; a video shorter "
+                        "than ten windows gets frames // 10, at least 8)")
     p.add_argument("--clip", default=None, metavar="DIR", help="local CLIP model directory for a text-video score")
     p.add_argument("--dino", default=None, metavar="DIR", help="local DINO model directory for subject consistency")
 

@@ -20,7 +20,8 @@ needs more frames than the video has is None.
   between consecutive frames.
 - optional, from local model directories: CLIP text-frame similarity, and DINO-style
   subject consistency (CLS-feature cosine to the first and the previous frame).
-- optional: the shapes-world check of a video against its prompt (`shapes_scorer`).
+- optional: the shapes-world check of a video against its prompt (`shapes_scorer`), and
+  the object's long-video drift window by window (`drift`).
 
 Scene cuts (evaluation/cuts.py) are detected first: the pair and triple metrics of a
 video's summary leave out the pairs across a cut, and each shot is also scored alone.
@@ -37,7 +38,8 @@ import numpy as np
 from videogen.data.video_io import read_video
 from videogen.evaluation.cuts import detect_cuts, shot_bounds
 from videogen.evaluation.model_scores import ClipScorer, DinoScorer
-from videogen.evaluation.shapes_scorer import score_video
+from videogen.evaluation.drift import WINDOW, score_drift
+from videogen.evaluation.shapes_scorer import detect, score_video
 
 FLOW_PRESET = cv2.DISOPTICAL_FLOW_PRESET_MEDIUM
 FB_ALPHA, FB_BETA = 0.01, 0.5  # forward-backward consistency (Sundaram et al. 2010)
@@ -216,7 +218,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------- whole videos
 def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: bool = False,
                     clip: ClipScorer | None = None, dino: DinoScorer | None = None,
-                    cuts: bool | list = True) -> dict:
+                    cuts: bool | list = True, drift_window: int = WINDOW) -> dict:
     """Every metric of a (F, H, W, 3) uint8 video: {"summary", "curves", "cuts", "shots", ...}.
 
     cuts: True detects scene cuts (evaluation/cuts.py), False assumes one shot, a list
@@ -226,7 +228,9 @@ def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: boo
     means over the pairs within shots (each shot weighted by its pairs), and "shots"
     lists each shot's own. The curves keep every pair (the plot marks the cuts); drift
     is over the whole video. `shapes` adds the shapes-world check against `prompt`
-    under "shapes"; `clip` and `dino` add model scores (CLIP needs `prompt`).
+    under "shapes" and the object's long-video drift (evaluation/drift.py, windows of
+    `drift_window` frames) under "drift"; `clip` and `dino` add model scores (CLIP
+    needs `prompt`).
     """
     cut_frames = detect_cuts(video) if cuts is True else sorted(int(c) for c in (cuts or []))
     flows = compute_flows(video)
@@ -252,7 +256,9 @@ def evaluate_frames(video: np.ndarray, prompt: str | None = None, *, shapes: boo
               "summary": summary, "cuts": cut_frames, "shots": shots,
               "curves": {k: np.asarray(v).tolist() for k, v in curves.items()}}
     if shapes:
-        report["shapes"] = score_video(video, prompt)
+        det = detect(video)
+        report["shapes"] = score_video(video, prompt, det)
+        report["drift"] = score_drift(video, prompt, drift_window, det)
     return report
 
 
@@ -293,10 +299,12 @@ def _add_model_scores(summary: dict, curves: dict, video: np.ndarray, prompt, cl
 
 
 def evaluate_video(path: str, prompt: str | None = None, *, shapes: bool = False,
-                   clip: ClipScorer | None = None, dino: DinoScorer | None = None, cuts: bool | list = True) -> dict:
+                   clip: ClipScorer | None = None, dino: DinoScorer | None = None, cuts: bool | list = True,
+                   drift_window: int = WINDOW) -> dict:
     """`evaluate_frames` of a video file, GIF or frame directory, with "video": path.
 
     Raises VideoReadError (a UsageError) naming the file if it cannot be read.
     """
     video = read_video(str(path))
-    return {"video": str(path), **evaluate_frames(video, prompt, shapes=shapes, clip=clip, dino=dino, cuts=cuts)}
+    return {"video": str(path), **evaluate_frames(video, prompt, shapes=shapes, clip=clip, dino=dino, cuts=cuts,
+                                                  drift_window=drift_window)}

@@ -77,6 +77,35 @@ def format_shapes_table(reports: list[dict], rates: dict) -> str:
     return "\n".join(lines)
 
 
+def format_drift_table(reports: list[dict], rates: dict) -> str:
+    """Per-video long-video drift (last window vs first) and the shares of videos within the bars."""
+    lines = [f"{'video':<20} {'window':>6} {'area':>6} {'sharp':>6} {'wander':>6} {'purity':>9} "
+             f"{'ghost':>5} {'col+shp':>7} {'moving@end':>10}   (last window vs first; wander: max, of width)"]
+    for r in reports:
+        d = r["drift"]
+        purity = f"{_cell(d['purity_first'], '{:.2f}')}->{_cell(d['purity_last'], '{:.2f}')}"
+        moving = "-" if d["moving_at_end"] is None else str(d["moving_at_end"])
+        lines.append(f"{Path(r['video']).name[:20]:<20} {d['window']:>6} {_cell(d['area_ratio'], '{:.2f}'):>6} "
+                     f"{_cell(d['sharpness_ratio'], '{:.2f}'):>6} {_cell(d['wander'], '{:.3f}'):>6} {purity:>9} "
+                     f"{'yes' if d['ghost'] else 'no':>5} {'ok' if d['colour_shape_ok'] else 'no':>7} {moving:>10}")
+    bars, limits = rates["bars"], rates["limits"]
+    names = {"colour_shape": "col+shp", "area_sharpness": "area+sharp", "wander": "wander", "moving": "moving"}
+    header = "  ".join(f"{names[k]:>10}" for k in bars)
+    lines += ["", f"{'drift':<10} {'videos':>6}  {header}  {'ghost':>5}  bars",
+              f"{'bars':<10} {'':>6}  " + "  ".join(f"{'>= ' + format(b, '.2f'):>10}" for b in bars.values())]
+    for group in ("all", "held_out", "seen"):
+        g = rates[group]
+        if g["videos"]:
+            cells = "  ".join(f"{_cell(g[k], '{:.2f}'):>10}" for k in bars)
+            lines.append(f"{group:<10} {g['videos']:>6}  {cells}  {g['ghost']:>5.2f}  "
+                         f"{'pass' if g['passes_bars'] else 'FAIL'}")
+    area = limits["area_ratio"]
+    lines.append(f"(shares of videos: colour and shape right in every window; area last/first {area[0]}-{area[1]} "
+                 f"and sharpness >= {limits['min_sharpness_ratio']}; off-axis wander <= {limits['max_wander']} "
+                 "of the width; moving prompts still moving in the last window; ghost in any window)")
+    return "\n".join(lines)
+
+
 def _mark_cuts(axes, cuts: list, colour) -> None:
     """A dotted line at each scene cut (x = the new shot's first frame, where its pair's
     spike is), on every panel; labelled once, in the first panel's legend."""

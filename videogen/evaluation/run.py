@@ -16,9 +16,10 @@ from videogen.data.manifests import read_csv_rows
 from videogen.data.shapes import parse_prompt
 from videogen.data.video_io import VideoReadError
 from videogen.errors import UsageError
+from videogen.evaluation.drift import WINDOW, aggregate_drift
 from videogen.evaluation.metrics import evaluate_video
 from videogen.evaluation.model_scores import ClipScorer, DinoScorer
-from videogen.evaluation.report import format_shapes_table, format_table, plot_curves
+from videogen.evaluation.report import format_drift_table, format_shapes_table, format_table, plot_curves
 from videogen.evaluation.shapes_scorer import aggregate
 from videogen.utils import atomic
 from videogen.utils.textfile import utf8_lines
@@ -96,8 +97,10 @@ def resolve_items(args) -> list[tuple[str, str | None]]:
     return items
 
 
-def score_all(items: list, *, shapes: bool, clip: ClipScorer | None, dino: DinoScorer | None) -> dict:
-    """{"videos": reports, "failed": [{"video", "error"}], "shapes": rates (with `shapes`)}.
+def score_all(items: list, *, shapes: bool, clip: ClipScorer | None, dino: DinoScorer | None,
+              window: int = WINDOW) -> dict:
+    """{"videos": reports, "failed": [{"video", "error"}], and with `shapes` "shapes": rates
+    and "drift": drift rates (drift windows of `window` frames)}.
 
     An unreadable video is reported in one line and skipped, so one bad file does not
     cost the scores of the others.
@@ -107,13 +110,14 @@ def score_all(items: list, *, shapes: bool, clip: ClipScorer | None, dino: DinoS
     reports, failed = [], []
     for video, prompt in tqdm(items, desc="eval", unit="video", disable=None):
         try:
-            reports.append(evaluate_video(video, prompt, shapes=shapes, clip=clip, dino=dino))
+            reports.append(evaluate_video(video, prompt, shapes=shapes, clip=clip, dino=dino, drift_window=window))
         except VideoReadError as err:
             failed.append({"video": video, "error": str(err)})
             tqdm.write(f"videogen eval: {err}", file=sys.stderr)
     result = {"videos": reports, "failed": failed}
     if shapes:
         result["shapes"] = aggregate([r["shapes"] for r in reports])
+        result["drift"] = aggregate_drift([r["drift"] for r in reports])
     return result
 
 
@@ -125,6 +129,18 @@ def write_plots(reports: list, out: str, *, compare: bool) -> None:
     stem, suffix = os.path.splitext(out)
     for i, r in enumerate(reports):
         plot_curves([r], f"{stem}-{i:03d}-{Path(r['video']).stem}{suffix}")
+
+
+def drift_window_arg(args) -> int:
+    """The --window of the drift scores, which --shapes computes."""
+    window = getattr(args, "window", None)  # Namespaces made in code may predate it
+    if window is None:
+        return WINDOW
+    if not args.shapes:
+        raise UsageError("--window sets the drift windows of --shapes; add --shapes or leave --window out")
+    if window < 1:
+        raise UsageError(f"--window must be at least 1 frame, got {window}")
+    return window
 
 
 def evaluate_cli(args) -> None:
@@ -139,9 +155,10 @@ def evaluate_cli(args) -> None:
     for option, out in (("--json", args.json), ("--plot", args.plot)):
         if out:  # before the scoring, not after it
             atomic.check_output(out, fix=f"give {option} a file name")
+    window = drift_window_arg(args)
     clip = ClipScorer(args.clip) if args.clip else None
     dino = DinoScorer(args.dino) if args.dino else None
-    result = score_all(items, shapes=args.shapes, clip=clip, dino=dino)
+    result = score_all(items, shapes=args.shapes, clip=clip, dino=dino, window=window)
     reports = result["videos"]
     if args.json:
         atomic.write_json(args.json, result)
@@ -151,6 +168,7 @@ def evaluate_cli(args) -> None:
         print("\n\n".join(format_table(g) for g in groups))
         if args.shapes:
             print("\n" + format_shapes_table(reports, result["shapes"]))
+            print("\n" + format_drift_table(reports, result["drift"]))
     if args.plot and reports:
         write_plots(reports, args.plot, compare=args.compare)
     if result["failed"]:

@@ -69,24 +69,44 @@ def detect(video: np.ndarray) -> Detections:
     return det
 
 
-def _measure(frame: np.ndarray, min_area: float):
-    """(background brightness, (centre, bbox, rgb, fill, skew) or None) of one (H, W, 3) frame."""
-    level = frame.max(axis=2).astype(np.float32)
-    grey = frame.mean(axis=2)
-    bg, peak = np.median(level), np.percentile(level, 99.5)
+def find_object(frame: np.ndarray, min_area: float) -> tuple[np.ndarray, float, float, np.ndarray | None]:
+    """(level, background level, peak level, main blob or None) of one (H, W, 3) uint8 frame.
+
+    level: (H, W) float32 brightest channel; the main blob: (H, W) bool, the largest
+    connected region above half way from the background to the peak, if the object
+    stands out (MIN_CONTRAST) and covers at least `min_area` pixels.
+    """
+    # channel by channel: ~15x faster than frame.max(axis=2) on small frames
+    level = np.maximum(np.maximum(frame[..., 0], frame[..., 1]), frame[..., 2]).astype(np.float32)
+    bg, peak = (float(q) for q in np.percentile(level, [50, 99.5]))
     if peak - bg < MIN_CONTRAST:
-        return grey.mean(), None
+        return level, bg, peak, None
     mask = (level > bg + 0.5 * (peak - bg)).astype(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     k = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))  # the peak pixels make one at least
-    x0, y0, w, h, area = stats[k]
-    if area < min_area:
-        return grey.mean(), None
-    blob = labels == k
+    if stats[k, cv2.CC_STAT_AREA] < min_area:
+        return level, bg, peak, None
+    return level, bg, peak, labels == k
+
+
+def coverage(level: np.ndarray, bg: float, peak: float, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(weight, near) of `find_object`'s results: near is the blob grown by 2 pixels, weight
+    the (H, W) estimated share of each near pixel the object covers (0 elsewhere)."""
     near = cv2.dilate(blob.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
     # Estimated coverage of each pixel: sub-pixel centroid and extents, so the
     # measures hold for small objects (a binary mask's centroid jumps as edge rows flip).
-    weight = np.clip((level - bg) / (peak - bg), 0, 1) * near
+    return np.clip((level - bg) / (peak - bg), 0, 1) * near, near
+
+
+def _measure(frame: np.ndarray, min_area: float):
+    """(background brightness, (centre, bbox, rgb, fill, skew) or None) of one (H, W, 3) frame."""
+    grey = (frame[..., 0].astype(np.float64) + frame[..., 1] + frame[..., 2]) / 3  # = mean(axis=2), faster
+    level, bg, peak, blob = find_object(frame, min_area)
+    if blob is None:
+        return grey.mean(), None
+    ys_in, xs_in = np.nonzero(blob)
+    x0, y0, x1, y1 = xs_in.min(), ys_in.min(), xs_in.max() + 1, ys_in.max() + 1
+    weight, near = coverage(level, bg, peak, blob)
     ys, xs = np.indices(weight.shape) + 0.5  # pixel centres
     mass = weight.sum()
     cx, cy = (xs * weight).sum() / mass, (ys * weight).sum() / mass
@@ -96,7 +116,7 @@ def _measure(frame: np.ndarray, min_area: float):
     core = blob & (weight >= 0.8)  # away from edges blurred into the background
     rgb = frame[core if core.any() else blob].mean(axis=0)
     background = grey[~near].mean() if (~near).any() else grey.mean()
-    return background, ((cx, cy), (x0, y0, x0 + w, y0 + h), rgb, fill, skew)
+    return background, ((cx, cy), (x0, y0, x1, y1), rgb, fill, skew)
 
 
 def nearest_colour(rgb: np.ndarray) -> str:
@@ -187,7 +207,7 @@ def classify_motion(det: Detections, frames: slice = slice(None)) -> tuple[str |
     return names[axis][int(vote > 0)], speeds[axis]
 
 
-def score_video(video: np.ndarray, prompt: str) -> dict:
+def score_video(video: np.ndarray, prompt: str, det: Detections | None = None) -> dict:
     """Check a (F, H, W, 3) uint8 shapes-world video against its prompt.
 
     Returns expected and detected (colour, shape, motion), whether each is right,
@@ -195,13 +215,14 @@ def score_video(video: np.ndarray, prompt: str) -> dict:
     object's colour, last vs first stretch), `background_start`/`background_end`
     (mean brightness outside the object) and `moving_at_end` (still moving over the
     last 60 frames, or the last quarter of shorter videos).
+    `det` (`detect(video)`) saves detecting the object again when the caller has it.
     Raises ValueError if the prompt is not in the shapes vocabulary.
     """
     parsed = parse_prompt(prompt) if prompt else None
     if parsed is None:
         raise ValueError(f"prompt {prompt!r} is not a shapes-world prompt")
     colour, shape, motion = parsed
-    det = detect(video)
+    det = detect(video) if det is None else det
     frames = len(video)
     tail = min(60, max(2, frames // 4))
     rgb = det.rgb[det.present]
