@@ -16,7 +16,7 @@ from videogen.data.latent_cache import LatentCacheDataset, has_latent_cache
 from videogen.errors import UsageError
 from videogen.training.components import freeze
 from videogen.training.config import Config
-from videogen.training.seeding import EpochSampler
+from videogen.training.seeding import BucketBatchSampler, EpochSampler
 
 logger = logging.getLogger("videogen")
 
@@ -39,8 +39,8 @@ def cache_fingerprint(cfg: Config) -> dict:
     """What the cached latents and embeddings depend on; a cache built otherwise is stale."""
     d = cfg.data
     return {"data.manifest": d.manifest, "data.frames": d.frames, "data.size": d.size, "data.fps": d.fps,
-            "vae": asdict(cfg.vae), "text": asdict(cfg.text), "train.seed": cfg.train.seed,
-            "train.init_from": cfg.train.init_from}
+            "data.buckets": d.buckets, "vae": asdict(cfg.vae), "text": asdict(cfg.text),
+            "train.seed": cfg.train.seed, "train.init_from": cfg.train.init_from}
 
 
 def make_dataset(cfg: Config):
@@ -54,13 +54,38 @@ def make_dataset(cfg: Config):
         logger.info("data.cache_dir '%s' holds no cache yet: encoding clips on the fly "
                     "(build it with `videogen cache CONFIG` to train faster)", d.cache_dir)
     return VideoTextDataset(d.manifest, frames=d.frames, size=d.size, fps=d.fps,
-                            random_start=d.random_start, seed=cfg.train.seed)
+                            random_start=d.random_start, seed=cfg.train.seed, buckets=d.buckets)
 
 
 def make_loader(cfg: Config, dataset) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=EpochSampler(len(dataset), cfg.train.seed),
-                      drop_last=True, num_workers=cfg.data.num_workers, collate_fn=collate_clips,
+    """Batches of train.batch_size from a permutation per epoch; with data.buckets, every
+    batch from one bucket (seeding.BucketBatchSampler)."""
+    d, t = cfg.data, cfg.train
+    sampler = EpochSampler(len(dataset), t.seed)
+    if not d.buckets:
+        return DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=d.num_workers, collate_fn=collate_clips, persistent_workers=False)
+    # a cache knows its items' latent grids, not the buckets they were resized to
+    ids = dataset.bucket_ids(d.buckets) if isinstance(dataset, LatentCacheDataset) else dataset.bucket_ids()
+    check_buckets_fill(d.buckets, ids, t.batch_size)
+    batches = BucketBatchSampler(sampler, ids, t.batch_size)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=d.num_workers, collate_fn=collate_clips,
                       persistent_workers=False)
+
+
+def check_buckets_fill(buckets: list, bucket_ids: list, batch_size: int) -> None:
+    """Log each bucket's clips; warn of a bucket too small for one batch (never drawn), and
+    refuse buckets of which none is large enough."""
+    counts = [bucket_ids.count(b) for b in range(len(buckets))]
+    logger.info("batches from one bucket each: %s", ", ".join(
+        f"{h}x{w} (HxW) {n} clips" for (h, w), n in zip(buckets, counts)))
+    small = [f"{h}x{w}" for (h, w), n in zip(buckets, counts) if 0 < n < batch_size]
+    if small:
+        logger.warning("bucket(s) %s hold fewer clips than train.batch_size (%d): their clips are never drawn",
+                       ", ".join(small), batch_size)
+    if all(n < batch_size for n in counts):
+        raise UsageError(f"no bucket of data.buckets holds train.batch_size ({batch_size}) clips (they hold "
+                         f"{', '.join(map(str, counts))}); lower train.batch_size, add clips or use fewer buckets")
 
 
 def check_sizes(cfg: Config, components: dict, dataset) -> None:
@@ -69,8 +94,13 @@ def check_sizes(cfg: Config, components: dict, dataset) -> None:
         return
     from videogen.models.vae import check_frame_count, check_video_size, vae_factors
 
-    vae = components["vae"]
-    check_video_size(vae, *size_hw(cfg.data.size), patch_size=components["transformer"].config.patch_size)
+    vae, patch = components["vae"], components["transformer"].config.patch_size
+    check_video_size(vae, *size_hw(cfg.data.size), patch_size=patch)
+    for i, (height, width) in enumerate(cfg.data.buckets or []):
+        try:
+            check_video_size(vae, height, width, patch_size=patch)
+        except UsageError as err:
+            raise UsageError(f"data.buckets[{i}]: {err}") from None
     check_frame_count(cfg.data.frames, vae_factors(vae)[0], "data.frames (for this VAE)")
 
 
