@@ -239,3 +239,40 @@ def test_the_cache_holds_each_clip_at_its_buckets_size(bucket_runs, manifest):
     with pytest.raises(UsageError, match=r"built with data.buckets=.*delete the cache"):
         make_dataset(load_config(TINY, [f"data.cache_dir={cache}", "data.fps=8", "data.buckets=[[32,32],[24,72]]",
                                         f"data.manifest={manifest}"]))
+
+
+def test_a_cache_of_mixed_sizes_keeps_each_caption_with_its_latents(tmp_path):
+    """Rows of two sizes added interleaved: shards of one size each, captions in shard order."""
+    from videogen.data.latent_cache import LatentCacheDataset, LatentCacheWriter
+
+    writer = LatentCacheWriter(str(tmp_path / "cache"), shard_size=2)
+    for i, (h, w) in enumerate([(8, 8), (6, 12), (8, 8), (8, 8), (6, 12)]):
+        writer.add(torch.full((1, 4, 1, h, w), float(i)), torch.zeros(1, 3, 8), torch.ones(1, 3, dtype=torch.bool),
+                   [f"clip {i}"])
+    assert writer.count == 5
+    writer.close(uncond_text=torch.zeros(3, 8), uncond_mask=torch.ones(3, dtype=torch.bool), fingerprint={})
+    ds = LatentCacheDataset(str(tmp_path / "cache"))
+    # 8x8 full at clip 2, 6x12 at clip 4, the last 8x8 at close
+    assert [s["count"] for s in ds.index["shards"]] == [2, 2, 1]
+    for item in (ds[i] for i in range(5)):
+        assert item["caption"] == f"clip {int(item['latents'][0, 0, 0, 0])}"
+    assert ds.bucket_ids(BUCKETS) == [0, 0, 1, 1, 0]
+
+
+def test_caches_built_before_buckets_and_umt5_stay_valid(tmp_path):
+    """The fingerprint of a config that sets neither data.buckets nor the new text keys is
+    what older caches hold (no text.model_type/tokenizer/vocab_size, no data.buckets)."""
+    from videogen.data.latent_cache import LatentCacheDataset, LatentCacheWriter
+    from videogen.training.config import load_config
+    from videogen.training.dit_data import cache_fingerprint
+
+    new = cache_fingerprint(load_config(TINY))
+    old = {k: v for k, v in new.items() if k != "data.buckets"}
+    assert set(old["text"]) == {"pretrained", "d_model", "num_layers", "num_heads", "d_ff", "d_kv", "max_length"}
+    writer = LatentCacheWriter(str(tmp_path / "cache"))
+    writer.add(torch.zeros(1, 4, 1, 8, 8), torch.zeros(1, 3, 8), torch.ones(1, 3, dtype=torch.bool), ["x"])
+    writer.close(uncond_text=torch.zeros(3, 8), uncond_mask=torch.ones(3, dtype=torch.bool), fingerprint=old)
+    LatentCacheDataset(str(tmp_path / "cache"), fingerprint=new)  # accepted
+    umt5 = cache_fingerprint(load_config(TINY, ["text.model_type=umt5"]))
+    with pytest.raises(UsageError, match="built with text="):
+        LatentCacheDataset(str(tmp_path / "cache"), fingerprint=umt5)

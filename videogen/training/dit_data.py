@@ -38,8 +38,12 @@ def check_data_source(cfg: Config) -> None:
 def cache_fingerprint(cfg: Config) -> dict:
     """What the cached latents and embeddings depend on; a cache built otherwise is stale."""
     d = cfg.data
+    # text keys added after caches were first written count only when set: a cache built
+    # before them holds what their defaults give
+    later = {"tokenizer": None, "model_type": "t5", "vocab_size": None}
+    text = {k: v for k, v in asdict(cfg.text).items() if k not in later or v != later[k]}
     return {"data.manifest": d.manifest, "data.frames": d.frames, "data.size": d.size, "data.fps": d.fps,
-            "data.buckets": d.buckets, "vae": asdict(cfg.vae), "text": asdict(cfg.text),
+            "data.buckets": d.buckets, "vae": asdict(cfg.vae), "text": text,
             "train.seed": cfg.train.seed, "train.init_from": cfg.train.init_from}
 
 
