@@ -152,6 +152,33 @@ def test_buckets_too_small_for_a_batch_are_named_and_none_at_all_refused(caplog)
         check_buckets_fill(BUCKETS, [0, 1], batch_size=2)
 
 
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_on_two_ranks_a_resumed_stream_draws_what_a_straight_one_would(bucketed):
+    """Each rank's loader as accelerate shards it on 2 processes; resumed in a later epoch,
+    where a skipping loader's set_epoch alone left the sampler at epoch 0 (default loader too)."""
+    from accelerate import Accelerator
+    from accelerate.data_loader import BatchSamplerShard, DataLoaderShard
+    from torch.utils.data import BatchSampler
+
+    from videogen.data.datasets import collate_clips
+    from videogen.training.dit_data import BatchStream
+
+    ids = [i % 2 if i < 8 else 0 for i in range(11)] if bucketed else [0] * 11
+    dataset, acc = FakeClips(ids), Accelerator(cpu=True)
+
+    def draw(rank, start, n):
+        sampler = EpochSampler(len(ids), seed=3)
+        batches = BucketBatchSampler(sampler, ids, 2) if bucketed else BatchSampler(sampler, 2, drop_last=True)
+        loader = DataLoaderShard(dataset, batch_sampler=BatchSamplerShard(batches, 2, rank), collate_fn=collate_clips)
+        stream = BatchStream(acc, loader, dataset, start)
+        return [next(stream)["index"] for _ in range(n)]
+
+    for rank in (0, 1):
+        straight = draw(rank, 0, 9)  # 2 batches a rank an epoch
+        for k in (1, 3, 4, 7):
+            assert draw(rank, k, 9 - k) == straight[k:], (rank, k)
+
+
 @pytest.mark.parametrize("value, message", [
     ("[]", "non-empty list"), ("32", "non-empty list"), ("[[32,0]]", r"data.buckets\[0\] must be"),
     ("[[32,32],[64,64]]", "same aspect ratio"), ("[[24,48],[32,32,1]]", r"data.buckets\[1\]")])

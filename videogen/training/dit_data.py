@@ -149,6 +149,7 @@ class BatchStream:
 
     def __init__(self, accelerator, loader, dataset, start: int):
         self.accelerator, self.loader, self.dataset = accelerator, loader, dataset
+        self.sampler = epoch_sampler(loader)
         self.per_epoch = len(loader)
         self.epoch, skip = divmod(start, self.per_epoch)
         self._it = self._open(skip)
@@ -158,6 +159,9 @@ class BatchStream:
         # accelerate's loader sets its sampler's epoch from its own counter at every
         # iter(); a resumed (skipping) loader starts that counter at 0, so set it here.
         source.set_epoch(self.epoch)
+        # On 2+ processes that misses the sampler of a skipping loader (accelerate 1.15 looks
+        # one wrapper deep, and the shard and the skip make two): set it on the sampler itself.
+        self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
         return iter(source)
 
@@ -168,3 +172,11 @@ class BatchStream:
             self.epoch += 1
             self._it = self._open(0)
             return next(self._it)
+
+
+def epoch_sampler(loader) -> EpochSampler:
+    """The EpochSampler under a (prepared) loader's batch sampler and its wrappers."""
+    node = loader.batch_sampler
+    while not isinstance(node, EpochSampler):
+        node = node.sampler if hasattr(node, "sampler") else node.batch_sampler
+    return node
