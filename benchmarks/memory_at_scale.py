@@ -41,9 +41,12 @@ HEIGHT, WIDTH, PIXEL_FRAMES = 480, 832, 81
 GPUS = 8
 BF16 = 2
 GB = 1e9
-# Wan2.1's text encoder (what Wan itself uses); configs/large.yaml loads flan-T5-XL instead.
+# Wan2.1's text encoder, configs/large.yaml's since issue 23; flan-T5-XL was its text encoder
+# before (the results' "dit" and training figures were measured at its 2048-wide text).
 UMT5_XXL = dict(vocab_size=256384, d_model=4096, num_layers=24, num_heads=64, d_ff=10240, d_kv=64,
                 feed_forward_proj="gated-gelu")
+FLAN_T5_XL = dict(vocab_size=32128, d_model=2048, num_layers=24, num_heads=32, d_ff=5120, d_kv=64,
+                  feed_forward_proj="gated-gelu")
 PROBE_GRID = (8, 13)  # tokens per frame in the fits: non-square, about the real 30x52's aspect
 PROBE_TEXT_TOKENS = 8  # the text path is O(L D) per block: < 0.5% of the activations at 32,760 tokens
 
@@ -63,14 +66,13 @@ def build_dit(model_cfg, text_dim: int, **sizes):
 
 def parameter_counts(cfg) -> dict:
     """Parameters of every component at full size, on the meta device (no memory)."""
-    from transformers import UMT5Config, UMT5EncoderModel
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
-    from videogen.models.text import build_text_encoder
     from videogen.models.vae import build_vae
 
     with torch.device("meta"):
         vae = build_vae(dataclasses.replace(cfg.vae, pretrained=None))
-        t5 = build_text_encoder(dataclasses.replace(cfg.text, pretrained=None), vocab_size=32128)
+        t5 = T5EncoderModel(T5Config(**FLAN_T5_XL, is_encoder_decoder=False, use_cache=False))
         umt5 = UMT5EncoderModel(UMT5Config(**UMT5_XXL, is_encoder_decoder=False, use_cache=False))
         dit = build_dit(cfg.model, text_dim=cfg.text.d_model)
         dit_umt5 = build_dit(cfg.model, text_dim=UMT5_XXL["d_model"])

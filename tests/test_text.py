@@ -152,3 +152,83 @@ def test_pretrained_t5_tokenizer_stays_cased_and_open(tmp_path):
     red, lower = tokenizer("Red red").input_ids[:2]
     assert red != lower
     assert vocabulary_words(tokenizer) is None and unknown_words(tokenizer, "a crimson ball") == []
+
+
+# --------------------------------------------------------------------------- UMT5 (Wan2.1's encoder)
+UMT5 = ["text.model_type=umt5", "text.d_model=32", "text.num_layers=2", "text.num_heads=2", "text.d_ff=64",
+        "text.d_kv=16"]
+
+
+@pytest.fixture(scope="module")
+def umt5_dirs(tmp_path_factory):
+    """A tiny random UMT5 encoder and a tokenizer built here, saved as Wan2.1's diffusers
+    layout keeps them: text_encoder/ and tokenizer/ apart."""
+    torch.manual_seed(0)
+    tokenizer = build_tokenizer(CORPUS, vocab_size=256)
+    encoder = build_text_encoder(TextConfig(model_type="umt5", num_layers=2), vocab_size=len(tokenizer))
+    root = tmp_path_factory.mktemp("umt5")
+    tokenizer.save_pretrained(root / "tokenizer")
+    encoder.save_pretrained(root / "text_encoder")
+    return tokenizer, encoder, root
+
+
+def test_a_umt5_encoder_loads_by_its_model_type_and_encodes(umt5_dirs):
+    from transformers import UMT5EncoderModel
+
+    tokenizer, encoder, root = umt5_dirs
+    assert type(encoder) is UMT5EncoderModel
+    # UMT5: every layer has its own relative position bias (T5: the first layer's, shared)
+    assert all(block.layer[0].SelfAttention.has_relative_attention_bias for block in encoder.encoder.block)
+    loaded_tok, loaded_enc = load_text_components(str(root / "text_encoder"), tokenizer_path=str(root / "tokenizer"))
+    assert type(loaded_enc) is UMT5EncoderModel and not loaded_enc.training
+    emb, mask = encode_prompts(tokenizer, encoder, PROMPTS, max_length=32)
+    emb2, mask2 = encode_prompts(loaded_tok, loaded_enc, PROMPTS, max_length=32)
+    assert torch.equal(mask, mask2) and torch.equal(emb, emb2)
+    assert emb.shape == (3, mask.sum(1).max(), 64) and torch.all(emb[~mask] == 0)
+    alone, _ = encode_prompts(loaded_tok, loaded_enc, PROMPTS[:1], max_length=32)
+    torch.testing.assert_close(emb[0, :alone.shape[1]], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_an_encoder_of_another_model_type_is_one_line_naming_the_fix(umt5_dirs, tmp_path):
+    (tmp_path / "config.json").write_text('{"model_type": "bert", "hidden_size": 8}')
+    with pytest.raises(UsageError, match=r"is a bert \(its config.json\); videogen loads t5 and umt5 encoders: "
+                                         "point text.pretrained at one") as err:
+        load_text_components(str(tmp_path), tokenizer_path=str(umt5_dirs[2] / "tokenizer"))
+    assert "\n" not in str(err.value)
+    with pytest.raises(UsageError, match="text.model_type must be t5 or umt5, not 'bert'"):
+        TextConfig(model_type="bert")
+
+
+def test_build_components_loads_a_umt5_directory_the_way_the_pipeline_does(umt5_dirs):
+    from transformers import UMT5EncoderModel
+
+    from videogen.pipelines.pipeline import build_components
+    from videogen.training.config import load_config
+
+    _, encoder, root = umt5_dirs
+    paths = [f"text.pretrained={root / 'text_encoder'}", f"text.tokenizer={root / 'tokenizer'}"]
+    parts = build_components(load_config("tiny", paths + ["text.model_type=umt5"]))
+    assert type(parts["text_encoder"]) is UMT5EncoderModel
+    assert parts["transformer"].config.text_dim == encoder.config.d_model == 64
+    with pytest.raises(UsageError, match="text.model_type is t5, but the encoder in .* is a umt5: set "
+                                         "text.model_type=umt5"):
+        build_components(load_config("tiny", paths))
+    with pytest.raises(UsageError, match="text.tokenizer is set without text.pretrained"):
+        load_config("tiny", [f"text.tokenizer={root / 'tokenizer'}"])
+
+
+def test_init_model_builds_a_umt5_pipeline_that_loads_and_generates(tmp_path):
+    from transformers import UMT5EncoderModel
+
+    from videogen.cli import main
+    from videogen.pipelines.pipeline import load_pipeline
+    from videogen.training.components import init_pipeline
+
+    main(["init-model", str(tmp_path / "pipe"), "--config", "tiny", *UMT5, "text.vocab_size=300"])
+    pipe = load_pipeline(str(tmp_path / "pipe"))
+    assert type(pipe.text_encoder) is UMT5EncoderModel
+    assert pipe.text_encoder.config.vocab_size == 300 and pipe.text_encoder.config.num_layers == 2
+    frames = list(pipe("a red circle moving right", 5, seed=0))
+    assert len(frames) == 5 and frames[0].shape == (32, 32, 3)
+    with pytest.raises(UsageError, match=r"text.vocab_size \(50\) is below the tokenizer's 75 pieces"):
+        init_pipeline(str(tmp_path / "small"), config="tiny", overrides=UMT5 + ["text.vocab_size=50"])

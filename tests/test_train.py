@@ -368,26 +368,35 @@ def test_a_resumed_run_refuses_what_it_would_replace(data, tmp_path, path, messa
 
 
 def test_large_config_builds_on_the_meta_device():
-    """Wan2.1 VAE + flan-T5-XL + the big DiT, as sized in configs/large.yaml: no weights,
-    no memory; the shapes must agree end to end."""
+    """Wan2.1 VAE + UMT5-XXL + the big DiT at 480x832 x 81 frames, as sized in
+    configs/large.yaml: no weights, no memory; the shapes must agree end to end."""
     import dataclasses
 
+    from transformers import UMT5EncoderModel
+
+    from videogen.data.datasets import size_hw
     from videogen.training.config import load_config
     from videogen.models.dit import PoMVideoDiT
     from videogen.models.text import build_text_encoder
     from videogen.models.vae import build_vae, check_video_size, latent_frames_for, vae_factors
 
     cfg = load_config(os.path.join(ROOT, "configs", "large.yaml"))
-    assert cfg.vae.pretrained and cfg.text.pretrained  # the real run loads local directories
+    assert cfg.vae.pretrained and cfg.text.pretrained and cfg.text.tokenizer  # the real run loads local directories
     with torch.device("meta"):
         vae = build_vae(dataclasses.replace(cfg.vae, pretrained=None))
-        text = build_text_encoder(dataclasses.replace(cfg.text, pretrained=None), vocab_size=32128)
+        text = build_text_encoder(dataclasses.replace(cfg.text, pretrained=None, tokenizer=None), cfg.text.vocab_size)
         dit = PoMVideoDiT(in_channels=vae.config.z_dim, text_dim=text.config.d_model, **dataclasses.asdict(cfg.model))
+    # Wan2.1's text encoder: UMT5-XXL, 5.68B (benchmarks/results/memory_at_scale.json, text_umt5_xxl)
+    assert type(text) is UMT5EncoderModel and text.config.d_model == 4096
+    assert sum(p.numel() for p in text.parameters()) == 5_680_910_336
     assert 1e9 < sum(p.numel() for p in dit.parameters()) < 2e9
-    check_video_size(vae, cfg.data.size, cfg.data.size, patch_size=cfg.model.patch_size)
+    height, width = size_hw(cfg.data.size)
+    assert (height, width, cfg.data.frames) == (480, 832, 81)
+    check_video_size(vae, height, width, patch_size=cfg.model.patch_size)
     temporal, spatial = vae_factors(vae)
-    frames, side = latent_frames_for(cfg.data.frames, temporal), cfg.data.size // spatial
-    latents = torch.empty(1, vae.config.z_dim, frames, side, side, device="meta")
+    frames = latent_frames_for(cfg.data.frames, temporal)
+    latents = torch.empty(1, vae.config.z_dim, frames, height // spatial, width // spatial, device="meta")
+    assert latents.shape[2:] == (21, 60, 104)
     emb = torch.empty(1, cfg.text.max_length, text.config.d_model, device="meta")
     mask = torch.ones(1, cfg.text.max_length, dtype=torch.bool, device="meta")
     assert dit(latents, torch.empty(1, frames, device="meta"), emb, mask).shape == latents.shape

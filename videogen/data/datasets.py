@@ -5,6 +5,11 @@ square, or [H, W]) keeping its aspect ratio and centre-cropped to it, as a (3, F
 float tensor in [-1, 1], with its caption.
 `frames` must fit the VAE: 1 + temporal*k (utils/frames.py).
 
+Aspect-ratio buckets (`data.buckets`, off by default) take clips of mixed shapes: each
+clip goes to the bucket nearest its aspect ratio (`nearest_bucket`) and is resized to
+cover that bucket's size and centre-cropped to it; `bucket_ids()` says which, for a batch
+sampler that keeps every batch within one bucket (training/seeding.py).
+
 Bad data never stops a run: a missing file, an empty caption, an unreadable video or a
 clip too short is skipped with a warning naming the file, counted by reason, and
 replaced by a good item drawn at random (seeded: the same in every worker);
@@ -16,6 +21,7 @@ Cached latents (`videogen cache`) are read by data/latent_cache.py instead.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from videogen.data.manifests import SKIP_REASONS, Entry, SkipLog, read_manifest
-from videogen.data.video_io import VideoReadError, frame_count, read_video
+from videogen.data.video_io import VideoReadError, frame_count, read_video, video_info
 from videogen.errors import UsageError
 from videogen.utils.frames import check_frame_count
 
@@ -47,10 +53,17 @@ class DataConfig:
     random_start: bool = True  # a random window of each longer clip (False: its first frames)
     cache_dir: Optional[str] = None  # latents + text embeddings from `videogen cache`; used when present
     num_workers: int = 0
+    # Aspect-ratio buckets for clips of mixed shapes: null (off: every clip to data.size), or
+    # a list of sizes, e.g. [[480, 832], [832, 480], [624, 624]]. A clip goes to the bucket
+    # nearest its aspect ratio and every batch comes from one bucket; data.size stays the
+    # pipeline's generation size. Stored as [H, W] lists.
+    buckets: Any = None
 
     def __post_init__(self):
         height, width = size_hw(self.size)
         self.size = height if height == width else [height, width]
+        if self.buckets is not None:
+            self.buckets = check_buckets(self.buckets)
 
 
 def size_hw(size: Union[int, list, tuple], name: str = "data.size") -> Tuple[int, int]:
@@ -60,6 +73,35 @@ def size_hw(size: Union[int, list, tuple], name: str = "data.size") -> Tuple[int
         raise UsageError(f"{name} must be a positive int (square) or [H, W] of positive ints, "
                          f"e.g. {name}=64 or {name}=[480,832], not {size}")
     return sides[0], sides[1]
+
+
+def check_buckets(buckets) -> list:
+    """data.buckets as a list of [H, W]; UsageError for an empty list, a bad size, or two
+    buckets of one aspect ratio (a clip could go to either)."""
+    example = "e.g. data.buckets=[[480,832],[832,480]], or null for the one size data.size"
+    if not isinstance(buckets, (list, tuple)) or not buckets:
+        raise UsageError(f"data.buckets must be a non-empty list of sizes ([H, W] or an int), not {buckets!r}; "
+                         f"{example}")
+    sizes = []
+    for i, bucket in enumerate(buckets):
+        try:
+            sizes.append(list(size_hw(bucket)))
+        except UsageError:
+            raise UsageError(f"data.buckets[{i}] must be [H, W] of positive ints or an int (square), "
+                             f"not {bucket!r}; {example}") from None
+    for i, (h, w) in enumerate(sizes):
+        for h2, w2 in sizes[:i]:
+            if h * w2 == h2 * w:
+                raise UsageError(f"data.buckets {[h2, w2]} and {[h, w]} have the same aspect ratio, so a clip "
+                                 f"could go to either; keep one of them ({example})")
+    return sizes
+
+
+def nearest_bucket(height: int, width: int, buckets: list) -> int:
+    """Index of the bucket (H, W) whose aspect ratio W/H is nearest width/height, measured
+    as |log| of their ratio (so 2:1 is as far from 1:1 as 1:2 is); ties go to the first."""
+    ratio = math.log(width / height)
+    return min(range(len(buckets)), key=lambda i: abs(math.log(buckets[i][1] / buckets[i][0]) - ratio))
 
 
 class _Skip(Exception):
@@ -95,19 +137,24 @@ class VideoTextDataset(Dataset):
     """
 
     def __init__(self, manifest: str, *, frames: int, size: int, fps: Optional[float] = None,
-                 random_start: bool = True, seed: int = 0, temporal: int = 4):
+                 random_start: bool = True, seed: int = 0, temporal: int = 4, buckets: Optional[list] = None):
         """temporal: the VAE's temporal factor, models.vae.temporal_factor(cfg.vae); clips
-        must hold 1 + temporal*k frames."""
+        must hold 1 + temporal*k frames. buckets: sizes (data.buckets) or None (all `size`)."""
         check_frame_count(frames, temporal, "data.frames")
         self.manifest = manifest
         self.frames, self.size, self.fps = frames, size_hw(size), fps  # size: (H, W)
         self.random_start, self.seed, self.epoch = random_start, seed, 0
+        self.buckets = [size_hw(b, "buckets") for b in buckets] if buckets else None
         self.skips = SkipLog()
         entries, bad = read_manifest(manifest)
         for where, reason, message in bad:
             self.skips.add(where, reason, message)
         self.total = len(entries) + len(bad)
         self.entries = [e for e in entries if self._precheck(e)]
+        self._bucket_of = self._assign_buckets()
+        self._members: dict = {}  # bucket -> its items, where replacements are drawn first
+        for j, b in enumerate(self._bucket_of):
+            self._members.setdefault(b, []).append(j)
         self._bad: set[int] = set()  # indices found unusable in this process
         self._sizes_logged: set = set()
         if not self.entries:
@@ -123,6 +170,33 @@ class VideoTextDataset(Dataset):
             return False
         return True
 
+    def _assign_buckets(self) -> list:
+        """Each entry's bucket (all 0 without buckets), from its stored size: the header of a
+        video file (the first frame of a GIF or frame folder), read once per clip when the
+        dataset is made. Unreadable ones are dropped."""
+        if not self.buckets:
+            return [0] * len(self.entries)
+        kept, ids = [], []
+        for entry in self.entries:
+            try:
+                _, _, height, width = video_info(entry.video)
+            except VideoReadError as err:
+                self.skips.add(entry.video, "unreadable", str(err))
+                continue
+            kept.append(entry)
+            ids.append(nearest_bucket(height, width, self.buckets))
+        self.entries = kept
+        return ids
+
+    def bucket_ids(self) -> list:
+        """The bucket of each item (data.buckets' order; all 0 without buckets): the items of
+        one bucket come out at one size."""
+        return list(self._bucket_of)
+
+    def item_size(self, index: int) -> tuple:
+        """(H, W) of item `index`: its bucket's size, or `size`."""
+        return self.buckets[self._bucket_of[index]] if self.buckets else self.size
+
     def _nothing_usable(self) -> str:
         counts = ", ".join(f"{n} {r}" for r, n in self.skips.counts().items() if n)
         return (f"no usable clip in '{self.manifest}' ({self.total} listed: {counts or 'none'}); "
@@ -136,12 +210,12 @@ class VideoTextDataset(Dataset):
         self.epoch = epoch
 
     def __getitem__(self, index: int) -> dict:
-        skipped = []
+        skipped, size = [], self.item_size(index)
         for j in self._candidates(index):
             if j in self._bad:
                 continue
             try:
-                item = self._load(j)
+                item = self._load(j, size)
             except _Skip as skip:
                 self._bad.add(j)
                 record = (self.entries[j].video, skip.reason, str(skip))
@@ -153,38 +227,42 @@ class VideoTextDataset(Dataset):
         raise UsageError(self._nothing_usable())
 
     def _candidates(self, index: int):
-        """`index`, then random others drawn from (seed, epoch, index), then all in turn.
+        """`index`, then random others of its bucket drawn from (seed, epoch, index), then
+        all of its bucket in turn, then all items (fitted to this bucket's size).
 
         Random, so that a bad item's slots go to many items rather than always to its
         neighbour (which would then be seen twice as often); seeded, so that every worker
         and a resumed run make the same picks; all in turn last, so that a good item is
-        found whenever one exists.
+        found whenever one exists. Without buckets, the one bucket is every item.
         """
         yield index
         rng = random.Random(f"replace-{self.seed}-{self.epoch}-{index}")
-        n = len(self.entries)
+        pool = self._members[self._bucket_of[index]]
+        n = len(pool)
         for _ in range(min(n, 16)):
-            yield rng.randrange(n)
+            yield pool[rng.randrange(n)]
         start = rng.randrange(n)
         for k in range(n):
-            yield (start + k) % n
+            yield pool[(start + k) % n]
+        if n < len(self.entries):
+            yield from range(len(self.entries))
 
     def try_load(self, index: int) -> Optional[dict]:
         """Item `index` itself, or None (recorded in `skips`) when it is unusable: no replacement."""
         try:
-            return self._load(index)
+            return self._load(index, self.item_size(index))
         except _Skip as skip:
             self.skips.add(self.entries[index].video, skip.reason, str(skip))
             return None
 
-    def _load(self, j: int) -> dict:
+    def _load(self, j: int, size: tuple) -> dict:
         entry = self.entries[j]
         try:
             clip = self._read_window(entry.video, j)
         except VideoReadError as err:
             raise _Skip("unreadable", str(err)) from None
-        self._log_resize(clip.shape[1:3])
-        return {"video": clip_to_tensor(clip, self.size), "caption": entry.caption, "index": j}
+        self._log_resize(clip.shape[1:3], size)
+        return {"video": clip_to_tensor(clip, size), "caption": entry.caption, "index": j}
 
     def _read_window(self, path: str, j: int) -> np.ndarray:
         """The clip's window of `frames` frames, and only that decoded (a 9-frame clip of a
@@ -209,11 +287,12 @@ class VideoTextDataset(Dataset):
             return 0
         return random.Random(f"{self.seed}-{self.epoch}-{j}").randrange(available - self.frames + 1)
 
-    def _log_resize(self, hw: tuple) -> None:
-        if tuple(hw) != self.size and tuple(hw) not in self._sizes_logged:
-            self._sizes_logged.add(tuple(hw))
+    def _log_resize(self, hw: tuple, size: tuple) -> None:
+        key = (tuple(hw), tuple(size))
+        if key[0] != key[1] and key not in self._sizes_logged:
+            self._sizes_logged.add(key)
             logger.info("clips of %dx%d (WxH) are resized to cover %dx%d, keeping their aspect ratio, "
-                        "and centre-cropped to it", hw[1], hw[0], self.size[1], self.size[0])
+                        "and centre-cropped to it", hw[1], hw[0], size[1], size[0])
 
     def report(self) -> dict:
         """{'listed', 'usable', 'skipped': {reason: count}, 'files': {reason: [file, ...]}}."""

@@ -4,6 +4,10 @@
 (L, Dt) and masks (L,), plus the empty caption's embedding and an index.json holding the
 fingerprint of the settings they were built with; `LatentCacheDataset` reads them back
 and refuses a cache built for other settings.
+
+With aspect-ratio buckets (data.buckets) each clip is cached at its bucket's size: a
+shard holds latents of one size, and `bucket_ids` reads each item's bucket back from
+its latent grid (which has its bucket's aspect ratio exactly).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Optional
 import torch
 from torch.utils.data import Dataset
 
+from videogen.data.datasets import nearest_bucket
 from videogen.errors import UsageError
 from videogen.utils import atomic
 from videogen.utils.frames import check_frame_count
@@ -40,9 +45,10 @@ class LatentCacheWriter:
         self.out, self.shard_size = out, shard_size
         self._warn_stale()
         self.tmp = atomic.temp_sibling(out, directory=True)
-        self._rows: list[dict] = []
+        self._rows: dict = {}  # latent shape -> rows not yet written: a shard holds one size
         self.shards: list[dict] = []
-        self.captions: list[str] = []
+        self.captions: list[str] = []  # in shard order: row r of the cache is captions[r]
+        self.count = 0
 
     def _warn_stale(self) -> None:
         """Name what killed runs left; not removed, as it may be another writer's, still running."""
@@ -66,19 +72,22 @@ class LatentCacheWriter:
     def add(self, latents: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor, captions: list) -> None:
         """latents (B, z, f, h, w), text (B, L, Dt), text_mask (B, L) bool, captions: B strings."""
         for i in range(latents.shape[0]):
-            self._rows.append({"latents": latents[i], "text": text[i], "text_mask": text_mask[i]})
-        self.captions.extend(captions)
-        while len(self._rows) >= self.shard_size:
-            self._flush(self.shard_size)
+            rows = self._rows.setdefault(tuple(latents[i].shape), [])
+            rows.append({"latents": latents[i], "text": text[i], "text_mask": text_mask[i], "caption": captions[i]})
+            if len(rows) == self.shard_size:
+                self._flush(tuple(latents[i].shape))
+        self.count += latents.shape[0]
 
-    def _flush(self, n: int) -> None:
+    def _flush(self, shape: tuple) -> None:
         from safetensors.torch import save_file
 
-        rows, self._rows = self._rows[:n], self._rows[n:]
+        rows = self._rows.pop(shape)
         name = f"shard-{len(self.shards):05d}.safetensors"
-        tensors = {key: torch.stack([r[key] for r in rows]).contiguous().cpu() for key in rows[0]}
+        tensors = {key: torch.stack([r[key] for r in rows]).contiguous().cpu() for key in ("latents", "text",
+                                                                                          "text_mask")}
         save_file(tensors, os.path.join(self.tmp, name))
         self.shards.append({"file": name, "count": len(rows)})
+        self.captions.extend(r["caption"] for r in rows)
 
     def close(self, *, uncond_text: torch.Tensor, uncond_mask: torch.Tensor, fingerprint: dict,
               report: Optional[dict] = None) -> None:
@@ -86,8 +95,8 @@ class LatentCacheWriter:
         from safetensors.torch import save_file
 
         try:
-            if self._rows:
-                self._flush(len(self._rows))
+            for shape in list(self._rows):
+                self._flush(shape)
             save_file({"text": uncond_text.contiguous().cpu(), "text_mask": uncond_mask.contiguous().cpu()},
                       os.path.join(self.tmp, "uncond.safetensors"))
             index = {"format": CACHE_FORMAT, "fingerprint": fingerprint, "shards": self.shards,
@@ -154,6 +163,14 @@ class LatentCacheDataset(Dataset):
             item["latents"] = item["latents"][:, :self.latent_frames].contiguous()
         item.update(caption=self.captions[index], index=index, skipped=[])
         return item
+
+    def bucket_ids(self, buckets: list) -> list:
+        """Each item's bucket in `buckets` (data.buckets, [H, W] each), from its latent grid."""
+        ids = []
+        for s in self.index["shards"]:
+            height, width = self._shard(s["file"]).get_slice("latents").get_shape()[-2:]
+            ids += [nearest_bucket(height, width, buckets)] * s["count"]
+        return ids
 
     def uncond(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The empty caption's embedding (L, Dt) and mask (L,)."""

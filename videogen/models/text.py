@@ -1,9 +1,11 @@
-"""Prompt encoding with a T5 encoder (transformers) and its tokenizer.
+"""Prompt encoding with a T5 or UMT5 encoder (transformers) and its tokenizer.
 
-Pretrained T5s (e.g. google/flan-t5-small) load from a local directory or the local
-Hugging Face cache; nothing is downloaded at run time unless VIDEOGEN_ALLOW_DOWNLOAD=1.
-Small models for tests and the embedded default are built here: `build_tokenizer`
-trains a Unigram tokenizer on captions, `build_text_encoder` makes a random T5 encoder.
+Pretrained encoders (e.g. google/flan-t5-small, or Wan2.1's UMT5-XXL) load from a local
+directory or the local Hugging Face cache, the class picked by the model_type of their
+config.json (t5: T5EncoderModel, umt5: UMT5EncoderModel); nothing is downloaded at run
+time unless VIDEOGEN_ALLOW_DOWNLOAD=1. Small models for tests and the embedded default
+are built here: `build_tokenizer` trains a Unigram tokenizer on captions,
+`build_text_encoder` makes a random T5 or UMT5 encoder.
 A tokenizer built here reads text the way users type it (case folded, punctuation
 dropped, spaces collapsed) and names the words it knows (`unknown_words`).
 
@@ -24,22 +26,40 @@ from typing import Iterable, Optional
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-from transformers import AutoTokenizer, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+from transformers import (AutoTokenizer, PretrainedConfig, PreTrainedTokenizerFast, T5Config, T5EncoderModel,
+                          UMT5Config, UMT5EncoderModel)
 
 from videogen.errors import UsageError
+
+# model_type (config.json) -> (config class, encoder class). UMT5 is T5 v1.1 with a
+# relative position bias of its own in every layer (T5 shares the first layer's).
+ENCODERS = {"t5": (T5Config, T5EncoderModel), "umt5": (UMT5Config, UMT5EncoderModel)}
 
 
 @dataclass
 class TextConfig:
-    """T5 encoder + tokenizer. `pretrained` is a hub name or local directory."""
+    """T5 or UMT5 encoder + tokenizer. `pretrained` is a hub name or local directory; the
+    sizes describe the encoder built when it is not set."""
 
     pretrained: Optional[str] = None
+    tokenizer: Optional[str] = None  # the tokenizer's own directory (diffusers layout: tokenizer/); null: pretrained's
+    model_type: str = "t5"  # t5 | umt5 (Wan2.1's text encoder): the encoder built, and the one pretrained holds
+    vocab_size: Optional[int] = None  # embedding rows of an encoder built here; null: the tokenizer's size
     d_model: int = 64
     num_layers: int = 2
     num_heads: int = 4
     d_ff: int = 128
     d_kv: int = 16
     max_length: int = 32
+
+    def __post_init__(self):
+        if self.model_type not in ENCODERS:
+            raise UsageError(f"text.model_type must be {' or '.join(ENCODERS)}, not '{self.model_type}'")
+        if self.vocab_size is not None and self.vocab_size < 1:
+            raise UsageError(f"text.vocab_size must be >= 1, or null for the tokenizer's size, not {self.vocab_size}")
+        if self.tokenizer and not self.pretrained:
+            raise UsageError("text.tokenizer is set without text.pretrained: set both (a pretrained encoder and its "
+                             "tokenizer), or neither (a tokenizer is built from the captions)")
 
 logger = logging.getLogger("videogen")
 
@@ -145,14 +165,26 @@ def build_tokenizer(corpus: Iterable[str], vocab_size: int = 256) -> PreTrainedT
                                    unk_token=UNK)
 
 
-def build_text_encoder(cfg: TextConfig, vocab_size: int) -> T5EncoderModel:
-    """A randomly initialised T5 encoder (T5 v1.1 layout: gated-GELU feed-forward)."""
-    config = T5Config(
+def build_text_encoder(cfg: TextConfig, vocab_size: int):
+    """A randomly initialised T5EncoderModel or UMT5EncoderModel (text.model_type), T5 v1.1
+    layout: gated-GELU feed-forward, 32 relative-position buckets up to distance 128."""
+    config_class, encoder_class = ENCODERS[cfg.model_type]
+    config = config_class(
         vocab_size=vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
         num_layers=cfg.num_layers, num_heads=cfg.num_heads, feed_forward_proj="gated-gelu",
         dropout_rate=0.0, is_encoder_decoder=False, use_cache=False,
         pad_token_id=0, eos_token_id=1)
-    return T5EncoderModel(config).eval()
+    return encoder_class(config).eval()
+
+
+def encoder_vocab_size(cfg: TextConfig, tokenizer) -> int:
+    """text.vocab_size, or the tokenizer's size when null; never fewer rows than its ids."""
+    if cfg.vocab_size is None:
+        return len(tokenizer)
+    if cfg.vocab_size < len(tokenizer):
+        raise UsageError(f"text.vocab_size ({cfg.vocab_size}) is below the tokenizer's {len(tokenizer)} pieces; "
+                         "raise it or set text.vocab_size=null")
+    return cfg.vocab_size
 
 
 # --------------------------------------------------------------------------- loading
@@ -183,16 +215,27 @@ def load_text_components(
     device="cpu",
     dtype: torch.dtype = torch.float32,
 ):
-    """(tokenizer, frozen T5 encoder in eval mode) from a local directory or hub name.
+    """(tokenizer, frozen T5 or UMT5 encoder in eval mode) from a local directory or hub name.
 
     tokenizer_path defaults to path_or_name (a hub repo or a directory holding both).
     """
     tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, tokenizer_path or path_or_name,
                                  "tokenizer")
-    encoder = _from_pretrained(T5EncoderModel.from_pretrained, path_or_name, "text encoder",
-                               dtype=dtype)
+    encoder_class = ENCODERS[pretrained_model_type(path_or_name)][1]
+    encoder = _from_pretrained(encoder_class.from_pretrained, path_or_name, "text encoder", dtype=dtype)
     encoder.to(device).eval().requires_grad_(False)
     return tokenizer, encoder
+
+
+def pretrained_model_type(path_or_name: str) -> str:
+    """The model_type in the config.json of a pretrained text encoder: one of ENCODERS."""
+    config, _ = _from_pretrained(PretrainedConfig.get_config_dict, path_or_name, "text encoder")
+    model_type = config.get("model_type")
+    if model_type not in ENCODERS:
+        raise UsageError(f"text encoder '{path_or_name}' is a {model_type or 'model without a model_type'} "
+                         f"(its config.json); videogen loads {' and '.join(ENCODERS)} encoders: point "
+                         "text.pretrained at one (e.g. Wan2.1's text_encoder/)")
+    return model_type
 
 
 # --------------------------------------------------------------------------- vocabulary

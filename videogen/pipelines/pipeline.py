@@ -1,4 +1,4 @@
-"""VideoGenPipeline: T5 text encoder -> PoM video DiT (streaming) -> causal VAE -> frames.
+"""VideoGenPipeline: T5/UMT5 text encoder -> PoM video DiT (streaming) -> causal VAE -> frames.
 
 A diffusers `DiffusionPipeline`, so a model is a directory in the diffusers layout
 (`model_index.json`, `transformer/`, `vae/`, `text_encoder/`, `tokenizer/`, `scheduler/`)
@@ -107,15 +107,19 @@ def shapes_corpus() -> list:
 def build_components(cfg, seed: int = 0) -> dict:
     """Random (or, where a config names a local directory, pretrained) pipeline parts, from a
     config's model, vae, text and sampling sections."""
-    from videogen.models.text import build_text_encoder, build_tokenizer, load_text_components
+    from videogen.models.text import build_text_encoder, build_tokenizer, encoder_vocab_size, load_text_components
     from videogen.models.vae import build_vae
 
     torch.manual_seed(seed)
-    if cfg.text.pretrained:
-        tokenizer, text_encoder = load_text_components(cfg.text.pretrained)
+    t = cfg.text
+    if t.pretrained:
+        tokenizer, text_encoder = load_text_components(t.pretrained, tokenizer_path=t.tokenizer)
+        if text_encoder.config.model_type != t.model_type:
+            raise UsageError(f"text.model_type is {t.model_type}, but the encoder in '{t.pretrained}' is a "
+                             f"{text_encoder.config.model_type}: set text.model_type={text_encoder.config.model_type}")
     else:
         tokenizer = build_tokenizer(shapes_corpus())
-        text_encoder = build_text_encoder(cfg.text, vocab_size=len(tokenizer))
+        text_encoder = build_text_encoder(t, vocab_size=encoder_vocab_size(t, tokenizer))
     vae = build_vae(cfg.vae)
     transformer = PoMVideoDiT(in_channels=vae.config.z_dim, text_dim=text_encoder.config.d_model,
                               **asdict(cfg.model))

@@ -23,7 +23,7 @@ logger = logging.getLogger("videogen")
 
 def cache_dataset(config_path: Optional[str], overrides: Optional[list] = None, workers: int = 1) -> str:
     """Encode the config's clips into data.cache_dir; returns it. Clips are their first
-    data.frames frames (no random window).
+    data.frames frames (no random window); with data.buckets, each at its bucket's size.
 
     With workers > 1 the clips are read here and encoded by that many processes of one
     thread each; the shards are the same as with one. The VAE encoder is the cost (~0.4 s
@@ -43,7 +43,8 @@ def cache_dataset(config_path: Optional[str], overrides: Optional[list] = None, 
         return d.cache_dir
     check_data_source(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() and not cfg.train.cpu else "cpu")
-    dataset = VideoTextDataset(d.manifest, frames=d.frames, size=d.size, fps=d.fps, random_start=False)
+    dataset = VideoTextDataset(d.manifest, frames=d.frames, size=d.size, fps=d.fps, random_start=False,
+                               buckets=d.buckets)
     components = load_components(cfg)
     check_sizes(cfg, components, dataset)
     encoder = CacheEncoder(components, device, cfg.text.max_length)
@@ -55,28 +56,29 @@ def cache_dataset(config_path: Optional[str], overrides: Optional[list] = None, 
     writer = LatentCacheWriter(d.cache_dir)
     for latents, text, mask, captions in encoded:
         writer.add(latents, text, mask, captions)
-    if not writer.captions:
+    if not writer.count:
         raise UsageError(dataset.summary() + "; nothing to cache")
     _, text, mask, _ = encoder(None, [""])
     writer.close(uncond_text=text[0], uncond_mask=mask[0], fingerprint=fingerprint, report=dataset.report())
-    logger.warning("cached %d clips in %s; %s", len(writer.captions), d.cache_dir, dataset.summary())
+    logger.warning("cached %d clips in %s; %s", writer.count, d.cache_dir, dataset.summary())
     return d.cache_dir
 
 
 def _batches(dataset: VideoTextDataset, size: int):
-    """Lists of up to `size` readable items, in order (unreadable clips are skipped and reported)."""
+    """Lists of up to `size` readable items of one size (data.buckets), in order
+    (unreadable clips are skipped and reported)."""
     from tqdm.auto import tqdm
 
-    batch: list = []
+    pending: dict = {}  # clip size -> its batch being filled
     for index in tqdm(range(len(dataset)), desc="caching", unit="clip"):
         item = dataset.try_load(index)
-        if item is not None:
-            batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+        if item is None:
+            continue
+        key = tuple(item["video"].shape)
+        pending.setdefault(key, []).append(item)
+        if len(pending[key]) == size:
+            yield pending.pop(key)
+    yield from pending.values()
 
 
 def _inputs(batch: list) -> tuple:

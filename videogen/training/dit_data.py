@@ -16,7 +16,7 @@ from videogen.data.latent_cache import LatentCacheDataset, has_latent_cache
 from videogen.errors import UsageError
 from videogen.training.components import freeze
 from videogen.training.config import Config
-from videogen.training.seeding import EpochSampler
+from videogen.training.seeding import BucketBatchSampler, EpochSampler
 
 logger = logging.getLogger("videogen")
 
@@ -38,9 +38,13 @@ def check_data_source(cfg: Config) -> None:
 def cache_fingerprint(cfg: Config) -> dict:
     """What the cached latents and embeddings depend on; a cache built otherwise is stale."""
     d = cfg.data
+    # text keys added after caches were first written count only when set: a cache built
+    # before them holds what their defaults give
+    later = {"tokenizer": None, "model_type": "t5", "vocab_size": None}
+    text = {k: v for k, v in asdict(cfg.text).items() if k not in later or v != later[k]}
     return {"data.manifest": d.manifest, "data.frames": d.frames, "data.size": d.size, "data.fps": d.fps,
-            "vae": asdict(cfg.vae), "text": asdict(cfg.text), "train.seed": cfg.train.seed,
-            "train.init_from": cfg.train.init_from}
+            "data.buckets": d.buckets, "vae": asdict(cfg.vae), "text": text,
+            "train.seed": cfg.train.seed, "train.init_from": cfg.train.init_from}
 
 
 def make_dataset(cfg: Config):
@@ -54,13 +58,38 @@ def make_dataset(cfg: Config):
         logger.info("data.cache_dir '%s' holds no cache yet: encoding clips on the fly "
                     "(build it with `videogen cache CONFIG` to train faster)", d.cache_dir)
     return VideoTextDataset(d.manifest, frames=d.frames, size=d.size, fps=d.fps,
-                            random_start=d.random_start, seed=cfg.train.seed)
+                            random_start=d.random_start, seed=cfg.train.seed, buckets=d.buckets)
 
 
 def make_loader(cfg: Config, dataset) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=EpochSampler(len(dataset), cfg.train.seed),
-                      drop_last=True, num_workers=cfg.data.num_workers, collate_fn=collate_clips,
+    """Batches of train.batch_size from a permutation per epoch; with data.buckets, every
+    batch from one bucket (seeding.BucketBatchSampler)."""
+    d, t = cfg.data, cfg.train
+    sampler = EpochSampler(len(dataset), t.seed)
+    if not d.buckets:
+        return DataLoader(dataset, batch_size=t.batch_size, sampler=sampler, drop_last=True,
+                          num_workers=d.num_workers, collate_fn=collate_clips, persistent_workers=False)
+    # a cache knows its items' latent grids, not the buckets they were resized to
+    ids = dataset.bucket_ids(d.buckets) if isinstance(dataset, LatentCacheDataset) else dataset.bucket_ids()
+    check_buckets_fill(d.buckets, ids, t.batch_size)
+    batches = BucketBatchSampler(sampler, ids, t.batch_size)
+    return DataLoader(dataset, batch_sampler=batches, num_workers=d.num_workers, collate_fn=collate_clips,
                       persistent_workers=False)
+
+
+def check_buckets_fill(buckets: list, bucket_ids: list, batch_size: int) -> None:
+    """Log each bucket's clips; warn of a bucket too small for one batch (never drawn), and
+    refuse buckets of which none is large enough."""
+    counts = [bucket_ids.count(b) for b in range(len(buckets))]
+    logger.info("batches from one bucket each: %s", ", ".join(
+        f"{h}x{w} (HxW) {n} clips" for (h, w), n in zip(buckets, counts)))
+    small = [f"{h}x{w}" for (h, w), n in zip(buckets, counts) if 0 < n < batch_size]
+    if small:
+        logger.warning("bucket(s) %s hold fewer clips than train.batch_size (%d): their clips are never drawn",
+                       ", ".join(small), batch_size)
+    if all(n < batch_size for n in counts):
+        raise UsageError(f"no bucket of data.buckets holds train.batch_size ({batch_size}) clips (they hold "
+                         f"{', '.join(map(str, counts))}); lower train.batch_size, add clips or use fewer buckets")
 
 
 def check_sizes(cfg: Config, components: dict, dataset) -> None:
@@ -69,8 +98,13 @@ def check_sizes(cfg: Config, components: dict, dataset) -> None:
         return
     from videogen.models.vae import check_frame_count, check_video_size, vae_factors
 
-    vae = components["vae"]
-    check_video_size(vae, *size_hw(cfg.data.size), patch_size=components["transformer"].config.patch_size)
+    vae, patch = components["vae"], components["transformer"].config.patch_size
+    check_video_size(vae, *size_hw(cfg.data.size), patch_size=patch)
+    for i, (height, width) in enumerate(cfg.data.buckets or []):
+        try:
+            check_video_size(vae, height, width, patch_size=patch)
+        except UsageError as err:
+            raise UsageError(f"data.buckets[{i}]: {err}") from None
     check_frame_count(cfg.data.frames, vae_factors(vae)[0], "data.frames (for this VAE)")
 
 
@@ -115,6 +149,7 @@ class BatchStream:
 
     def __init__(self, accelerator, loader, dataset, start: int):
         self.accelerator, self.loader, self.dataset = accelerator, loader, dataset
+        self.sampler = epoch_sampler(loader)
         self.per_epoch = len(loader)
         self.epoch, skip = divmod(start, self.per_epoch)
         self._it = self._open(skip)
@@ -124,6 +159,9 @@ class BatchStream:
         # accelerate's loader sets its sampler's epoch from its own counter at every
         # iter(); a resumed (skipping) loader starts that counter at 0, so set it here.
         source.set_epoch(self.epoch)
+        # On 2+ processes that misses the sampler of a skipping loader (accelerate 1.15 looks
+        # one wrapper deep, and the shard and the skip make two): set it on the sampler itself.
+        self.sampler.set_epoch(self.epoch)
         self.dataset.set_epoch(self.epoch)
         return iter(source)
 
@@ -134,3 +172,11 @@ class BatchStream:
             self.epoch += 1
             self._it = self._open(0)
             return next(self._it)
+
+
+def epoch_sampler(loader) -> EpochSampler:
+    """The EpochSampler under a (prepared) loader's batch sampler and its wrappers."""
+    node = loader.batch_sampler
+    while not isinstance(node, EpochSampler):
+        node = node.sampler if hasattr(node, "sampler") else node.batch_sampler
+    return node

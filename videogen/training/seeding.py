@@ -36,3 +36,35 @@ class EpochSampler(Sampler):
             return iter(range(self.size))
         g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 0xDA7A))
         return iter(torch.randperm(self.size, generator=g).tolist())
+
+
+class BucketBatchSampler(Sampler):
+    """Batches of `batch_size` items of one bucket each (data.buckets), from `sampler`'s
+    permutation of the epoch: each bucket's items in that order, cut into batches (a
+    bucket's remainder, fewer than batch_size, is dropped for the epoch, as drop_last does),
+    and the batches shuffled from (seed, epoch) so that buckets interleave.
+
+    Shaped like torch's BatchSampler (`sampler`, `batch_size`, `drop_last`), so accelerate
+    shards its batches over ranks, skips them on resume and sets the epoch on `sampler`
+    exactly as it does for the default loader's.
+    """
+
+    def __init__(self, sampler: EpochSampler, bucket_ids: list, batch_size: int):
+        if len(bucket_ids) != len(sampler):
+            raise ValueError(f"{len(bucket_ids)} bucket ids for a sampler of {len(sampler)} items")
+        self.sampler, self.bucket_ids, self.batch_size, self.drop_last = sampler, list(bucket_ids), batch_size, True
+
+    def __len__(self) -> int:
+        counts: dict = {}
+        for b in self.bucket_ids:
+            counts[b] = counts.get(b, 0) + 1
+        return sum(n // self.batch_size for n in counts.values())
+
+    def __iter__(self):
+        members: dict = {}
+        for i in self.sampler:
+            members.setdefault(self.bucket_ids[i], []).append(i)
+        size = self.batch_size
+        batches = [m[k:k + size] for _, m in sorted(members.items()) for k in range(0, len(m) - size + 1, size)]
+        g = torch.Generator().manual_seed(mix_seed(self.sampler.seed, self.sampler.epoch, 0xB0C7))
+        return iter([batches[j] for j in torch.randperm(len(batches), generator=g).tolist()])
