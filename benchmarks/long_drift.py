@@ -113,17 +113,22 @@ def summarise(rows: list[dict], frames: int) -> dict:
                                                                         f"; at {frames} frames only a preview")}
 
 
-def _curve_panel(ax, rows: list[dict], key: str, label: str, limits: tuple = ()) -> None:
-    """One measure per window for every video: palette colour, line style by shape; the
-    index of each video past a limit at its last point."""
+def line_style(prompt: str) -> tuple[np.ndarray, str]:
+    """(RGB in 0..1, matplotlib line style) of a prompt's curves: its palette colour, a style per shape."""
     from videogen.data.shapes import COLOURS, parse_prompt
 
+    colour, shape, _ = parse_prompt(prompt)
+    return np.array(COLOURS[colour]) / 255 * (0.6 if colour == "white" else 1.0), LINESTYLES[shape]  # white: grey
+
+
+def curve_panel(ax, rows: list[dict], key: str, label: str, limits: tuple = ()) -> None:
+    """One measure per window for every video: palette colour, line style by shape; the
+    index of each video past a limit at its last point."""
     for i, row in enumerate(rows):
-        colour, shape, _ = parse_prompt(row["prompt"])
-        rgb = np.array(COLOURS[colour]) / 255 * (0.6 if colour == "white" else 1.0)  # white: grey on white
+        rgb, style = line_style(row["prompt"])
         x = np.array(row["window_starts"]) + row["window"] / 2
         y = np.array([np.nan if v is None else v for v in row["curves"][key]], dtype=float)
-        ax.plot(x, y, color=rgb, linestyle=LINESTYLES[shape], marker=".", linewidth=1.2)
+        ax.plot(x, y, color=rgb, linestyle=style, marker=".", linewidth=1.2)
         last = y[-1]
         if np.isnan(last) or (limits and not limits[0] <= last <= limits[1]):
             ax.annotate(str(i), (x[-1], 0 if np.isnan(last) else last), fontsize=6, xytext=(3, 0),
@@ -156,10 +161,10 @@ def plot(path: str, rows: list[dict], sheets: list[np.ndarray], frames: int) -> 
     sheet_height = 0.85 * -(-len(sheets) // per_row)  # inches, a row of first|last pairs each
     with figure(path, 3, 2, figsize=(12, 8.6 + sheet_height), dpi=110,
                 gridspec_kw={"height_ratios": [4, 4, sheet_height]}) as (fig, axes):
-        _curve_panel(axes[0, 0], rows, "area_ratio", "object area / first window's", AREA_RANGE)
-        _curve_panel(axes[0, 1], rows, "wander", "off-axis wander (share of width)", (-np.inf, MAX_WANDER))
-        _curve_panel(axes[1, 0], rows, "purity", "colour purity (share near the palette colour)")
-        _curve_panel(axes[1, 1], rows, "sharpness_ratio", "edge sharpness / first window's", (MIN_SHARPNESS, np.inf))
+        curve_panel(axes[0, 0], rows, "area_ratio", "object area / first window's", AREA_RANGE)
+        curve_panel(axes[0, 1], rows, "wander", "off-axis wander (share of width)", (-np.inf, MAX_WANDER))
+        curve_panel(axes[1, 0], rows, "purity", "colour purity (share near the palette colour)")
+        curve_panel(axes[1, 1], rows, "sharpness_ratio", "edge sharpness / first window's", (MIN_SHARPNESS, np.inf))
         axes[0, 0].plot([], [], "k-", label="circle")
         axes[0, 0].plot([], [], "k--", label="square")
         axes[0, 0].plot([], [], "k:", label="triangle")

@@ -167,3 +167,50 @@ def test_aggregate_counts_the_videos_within_each_bar(truth, truth_row):
     assert not agg["all"]["passes_bars"]
     assert agg["held_out"]["videos"] == 1 and agg["held_out"]["passes_bars"] and agg["held_out"]["moving"] is None
     assert agg["seen"]["videos"] == 3 and agg["seen"]["median_wander"] < 0.01
+
+
+def assert_close(a, b, path="row"):
+    """Nested dicts/lists equal, floats to 1e-9."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            assert_close(x, y, f"{path}[{i}]")
+    elif isinstance(a, float) and not isinstance(b, bool):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, path
+
+
+def test_streaming_window_by_window_gives_score_drifts_row(truth):
+    video = drifting(truth, 12)[:115]  # windows of 11, the last takes 16: a remainder
+    video[100:] = [cv2.GaussianBlur(f, (0, 0), 1.0) for f in video[100:]]
+    acc = D.DriftAccumulator(PROMPT, len(video), WINDOW)
+    buffer = []
+    for frame in video:  # as a generator yields them; only the current window is held
+        buffer.append(frame)
+        if len(buffer) == acc.next_window()[1] - acc.next_window()[0]:
+            values = acc.add(np.stack(buffer))
+            buffer = []
+    assert acc.next_window() is None and acc.bounds[-1] == (99, 115) and len(acc.bounds) == 10
+    assert values["area"] > 0 and len(values["off_axis"]) == 1
+    streamed, whole = acc.result(), score(video)
+    assert_close(streamed, whole)
+    assert not whole["checks"]["wander"] and not whole["checks"]["area_sharpness"]  # numbers worth comparing
+
+
+def test_the_accumulator_takes_each_window_whole_and_in_turn(truth):
+    acc = D.DriftAccumulator(PROMPT, FRAMES, WINDOW)
+    with pytest.raises(ValueError, match="12 frames, got 11"):
+        acc.add(truth[:11])
+    with pytest.raises(ValueError, match="10 of 10 windows not added"):
+        acc.result()
+    for a, b in acc.bounds:
+        acc.add(truth[a:b])
+    with pytest.raises(ValueError, match="in already"):
+        acc.add(truth[:12])
+    with pytest.raises(ValueError, match="not a shapes-world prompt"):
+        D.DriftAccumulator("a cat", FRAMES)

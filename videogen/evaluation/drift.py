@@ -32,7 +32,9 @@ with the first. Per frame, on the object found by the shapes scorer's rule
 Per window also, by the shapes scorer's rules: colour right and shape right (the
 majority over the window's frames) and, for a moving prompt, still moving (not classified
 standing still). `drift_checks` holds a video to the bars' limits; `aggregate_drift`
-gives the share of videos that pass each check, against DRIFT_BARS.
+gives the share of videos that pass each check, against DRIFT_BARS. `DriftAccumulator`
+scores a video window by window as it is generated, to the same numbers, holding only the
+current window's frames (`score_drift` runs on it).
 """
 
 from __future__ import annotations
@@ -124,26 +126,22 @@ def _ghost_mass(level: np.ndarray, bg: float, contrast: float, blob: np.ndarray,
     return float(share[np.isin(labels, big)].sum())
 
 
-def _window_curves(det: Detections, m: dict, bounds: list, parsed: tuple[str, str, str]) -> dict:
-    """Per-window values (lists, one entry per window) of one video."""
+def _window_values(det: Detections, m: dict, parsed: tuple[str, str, str]) -> dict:
+    """One window's values from the detections `det` and `frame_measures` `m` of its frames only."""
     colour, shape, motion = parsed
     axes = [axis for axis in (0, 1) if VELOCITY[motion][axis] == 0]  # off the motion's axis
-    curves: dict[str, list] = {k: [] for k in ("area", "purity", "sharpness", "ghost", "ghost_mass", "presence",
-                                               "off_axis", "colour_ok", "shape_ok", "moving")}
-    for a, b in bounds:
-        present = det.present[a:b]
-        curves["presence"].append(float(present.mean()))
-        for key in ("area", "purity", "sharpness", "ghost_mass"):
-            curves[key].append(_nanmean(m[key][a:b]))
-        curves["ghost"].append(float(m["ghost"][a:b][present].mean()) if present.any() else 0.0)
-        curves["off_axis"].append([_nanmean(det.centre[a:b, axis]) for axis in axes])
-        colours = [nearest_colour(c) for c in det.rgb[a:b][present]]
-        shapes = [shape_of(f, k) for f, k in zip(det.fill[a:b][present], det.skew[a:b][present])]
-        curves["colour_ok"].append(bool(colours) and max(COLOURS, key=colours.count) == colour)
-        curves["shape_ok"].append(bool(shapes) and max(SHAPES, key=shapes.count) == shape)
-        moved, _ = classify_motion(det, slice(a, b))
-        curves["moving"].append(None if motion == "standing still" else moved not in (None, "standing still"))
-    return curves
+    present = det.present
+    out = {key: _nanmean(m[key]) for key in ("area", "purity", "sharpness", "ghost_mass")}
+    out["presence"] = float(present.mean())
+    out["ghost"] = float(m["ghost"][present].mean()) if present.any() else 0.0
+    out["off_axis"] = [_nanmean(det.centre[:, axis]) for axis in axes]
+    colours = [nearest_colour(c) for c in det.rgb[present]]
+    shapes = [shape_of(f, k) for f, k in zip(det.fill[present], det.skew[present])]
+    out["colour_ok"] = bool(colours) and max(COLOURS, key=colours.count) == colour
+    out["shape_ok"] = bool(shapes) and max(SHAPES, key=shapes.count) == shape
+    moved, _ = classify_motion(det)
+    out["moving"] = None if motion == "standing still" else moved not in (None, "standing still")
+    return out
 
 
 def _nanmean(x: np.ndarray) -> float:
@@ -172,35 +170,83 @@ def score_drift(video: np.ndarray, prompt: str, window: int = WINDOW, det: Detec
     colour_shape_ok (right in every window), moving_at_end (last window), and `checks`
     (drift_checks). `det` saves detecting the object again when the caller has it.
     Raises ValueError if the prompt is not in the shapes vocabulary.
+    `DriftAccumulator` gives the same without holding the whole video.
     """
-    parsed = parse_prompt(prompt) if prompt else None
-    if parsed is None:
-        raise ValueError(f"prompt {prompt!r} is not a shapes-world prompt")
-    frames, width = len(video), video.shape[2]
-    used = drift_window(frames, window)
-    bounds = window_bounds(frames, used)
+    acc = DriftAccumulator(prompt, len(video), window)
     det = detect(video) if det is None else det
-    c = _window_curves(det, frame_measures(video, COLOURS[parsed[0]]), bounds, parsed)
-    off = np.array(c["off_axis"], dtype=np.float64)  # (windows, axes)
-    wander = np.abs(off - off[0]).max(axis=1) / width
-    curves = {"area_ratio": _ratio(c["area"]), "sharpness_ratio": _ratio(c["sharpness"]),
-              "wander": _clean(wander.tolist()), "purity": _clean(c["purity"]), "ghost": c["ghost"],
-              "ghost_mass": _clean(c["ghost_mass"]),
-              "presence": c["presence"], "colour_ok": c["colour_ok"], "shape_ok": c["shape_ok"],
-              "moving": c["moving"]}
-    ghost_windows = [g >= GHOST_FRAMES for g in c["ghost"]]
-    row = {
-        "prompt": prompt, "held_out": (parsed[0], parsed[1]) in HELD_OUT,
-        "moving_prompt": parsed[2] != "standing still",
-        "frames": frames, "window": used, "window_starts": [a for a, _ in bounds], "curves": curves,
-        "area_ratio": curves["area_ratio"][-1], "sharpness_ratio": curves["sharpness_ratio"][-1],
-        "wander": None if np.isnan(wander).any() else float(wander.max()), "wander_last": curves["wander"][-1],
-        "purity_first": curves["purity"][0], "purity_last": curves["purity"][-1],
-        "ghost": any(ghost_windows), "ghost_windows": int(sum(ghost_windows)),
-        "colour_shape_ok": all(c["colour_ok"]) and all(c["shape_ok"]), "moving_at_end": c["moving"][-1],
-    }
-    row["checks"] = drift_checks(row)
-    return row
+    for a, b in acc.bounds:
+        acc.add(video[a:b], det.frames(a, b))
+    return acc.result()
+
+
+class DriftAccumulator:
+    """`score_drift` window by window, for a video too long to hold: `add` each window's
+    frames in turn (`next_window` says which), then `result` gives score_drift's row.
+
+    Only per-window values are kept, so memory does not grow with the video beyond a few
+    numbers per window. The window length depends on the whole video's (`drift_window`),
+    hence `frames` up front. Raises ValueError if the prompt is not in the shapes vocabulary.
+    """
+
+    def __init__(self, prompt: str, frames: int, window: int = WINDOW):
+        parsed = parse_prompt(prompt) if prompt else None
+        if parsed is None:
+            raise ValueError(f"prompt {prompt!r} is not a shapes-world prompt")
+        if frames < 1:
+            raise ValueError(f"a video to score needs at least 1 frame, got {frames}")
+        self.prompt, self.parsed, self.frames = prompt, parsed, frames
+        self.window = drift_window(frames, window)
+        self.bounds = window_bounds(frames, self.window)
+        self.values: list[dict] = []  # per window, as _window_values gives them
+        self.width: int | None = None
+
+    def next_window(self) -> tuple[int, int] | None:
+        """(start, end) frames of the window `add` takes next; None once all are in."""
+        return self.bounds[len(self.values)] if len(self.values) < len(self.bounds) else None
+
+    def add(self, video: np.ndarray, det: Detections | None = None) -> dict:
+        """Score the next window, a (F, H, W, 3) uint8 array of its F = end - start frames
+        (`det`: their detections, if the caller has them). Returns that window's values:
+        area, purity, sharpness, ghost, ghost_mass, presence, off_axis (mean centroid
+        coordinate off the motion's axis, pixels), colour_ok, shape_ok, moving."""
+        bounds = self.next_window()
+        if bounds is None:
+            raise ValueError(f"all {len(self.bounds)} windows of this {self.frames}-frame video are in already")
+        if len(video) != bounds[1] - bounds[0]:
+            raise ValueError(f"window {len(self.values)} is frames {bounds[0]}-{bounds[1] - 1}: "
+                             f"{bounds[1] - bounds[0]} frames, got {len(video)}")
+        self.width = video.shape[2]
+        det = detect(video) if det is None else det
+        values = _window_values(det, frame_measures(video, COLOURS[self.parsed[0]]), self.parsed)
+        self.values.append(values)
+        return values
+
+    def result(self) -> dict:
+        """score_drift's row of the whole video; every window must be in."""
+        if self.next_window() is not None:
+            raise ValueError(f"{len(self.bounds) - len(self.values)} of {len(self.bounds)} windows not added yet")
+        c = {key: [v[key] for v in self.values] for key in self.values[0]}
+        off = np.array(c["off_axis"], dtype=np.float64)  # (windows, axes)
+        wander = np.abs(off - off[0]).max(axis=1) / self.width
+        curves = {"area_ratio": _ratio(c["area"]), "sharpness_ratio": _ratio(c["sharpness"]),
+                  "wander": _clean(wander.tolist()), "purity": _clean(c["purity"]), "ghost": c["ghost"],
+                  "ghost_mass": _clean(c["ghost_mass"]),
+                  "presence": c["presence"], "colour_ok": c["colour_ok"], "shape_ok": c["shape_ok"],
+                  "moving": c["moving"]}
+        ghost_windows = [g >= GHOST_FRAMES for g in c["ghost"]]
+        colour, shape, motion = self.parsed
+        row = {
+            "prompt": self.prompt, "held_out": (colour, shape) in HELD_OUT, "moving_prompt": motion != "standing still",
+            "frames": self.frames, "window": self.window, "window_starts": [a for a, _ in self.bounds],
+            "curves": curves,
+            "area_ratio": curves["area_ratio"][-1], "sharpness_ratio": curves["sharpness_ratio"][-1],
+            "wander": None if np.isnan(wander).any() else float(wander.max()), "wander_last": curves["wander"][-1],
+            "purity_first": curves["purity"][0], "purity_last": curves["purity"][-1],
+            "ghost": any(ghost_windows), "ghost_windows": int(sum(ghost_windows)),
+            "colour_shape_ok": all(c["colour_ok"]) and all(c["shape_ok"]), "moving_at_end": c["moving"][-1],
+        }
+        row["checks"] = drift_checks(row)
+        return row
 
 
 def drift_checks(row: dict) -> dict:

@@ -18,7 +18,7 @@ next to the wall it heads for) shows as a short first step leading away from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -51,6 +51,12 @@ class Detections:
     skew: np.ndarray  # (F,) vertical skewness of the object's mass (upright triangle ~ -0.57)
     background: np.ndarray  # (F,) mean brightness outside the object, 0..255
     size: int  # canvas width, pixels
+
+    def frames(self, start: int, end: int) -> Detections:
+        """The measurements of frames start..end-1 only, as `detect` gives them for those frames."""
+        return replace(self, present=self.present[start:end], centre=self.centre[start:end],
+                       bbox=self.bbox[start:end], rgb=self.rgb[start:end], fill=self.fill[start:end],
+                       skew=self.skew[start:end], background=self.background[start:end])
 
 
 def detect(video: np.ndarray) -> Detections:
