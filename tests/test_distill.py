@@ -11,7 +11,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from safetensors.torch import load_file
 
-from videogen.diffusion.sampler import SamplerSettings, StreamingSampler, euler_sigmas
+from videogen.diffusion.sampler import SamplerSettings, StreamingSampler, euler_sigmas, even_sigmas
 from videogen.models.dit import PoMVideoDiT
 from videogen.training.distill_task import parallel_sample, student_rollout
 
@@ -59,6 +59,31 @@ def test_student_rollout_and_its_parallel_pass_equal_the_streaming_sampler(mixer
     with torch.no_grad():
         again = parallel_sample(model, noise, 0.7 * rollout + 0.3 * commit, text, mask, sigmas, 0.3)
     assert (again - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("mixer", ["pom", "attention"])
+def test_first_frame_steps_roll_out_as_the_sampler_streams_them(mixer):
+    """A student whose first latent frame takes 2 steps on evenly spaced sigmas (1, 0.75, 0)
+    and every later frame 1: the rollout is the sampler's (`first_steps`), and the loss's
+    passes (all frames, then frame 0 alone on its own steps) compute it again."""
+    model = make_model(mixer, seed=2)
+    text, mask = torch.randn(1, 5, TEXT_DIM), torch.tensor([[1, 1, 1, 1, 0]], dtype=torch.bool)
+    settings = SamplerSettings(steps=1, guidance=1.0, context_noise=0.3, first_steps=2)
+    expected = streamed(model, text, mask, settings, seed=4)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    first = even_sigmas(scheduler, 2)
+    assert torch.allclose(first, torch.tensor([1.0, 0.75, 0.0]))
+    noise, commit = sampler_draws(FRAMES, seed=4)
+    sigmas = euler_sigmas(scheduler, 1)
+    rollout = student_rollout(model, noise, commit, text, mask, sigmas, 0.3, first)
+    assert (rollout - expected).abs().max().item() <= 1e-5
+    with torch.no_grad():
+        context = 0.7 * rollout + 0.3 * commit
+        rest = parallel_sample(model, noise, context, text, mask, sigmas, 0.3)
+        head = parallel_sample(model, noise[:, :, :1], context[:, :, :1], text, mask, first, 0.3)
+    assert (torch.cat([head, rest[:, :, 1:]], dim=2) - expected).abs().max().item() <= 1e-5
+    plain = streamed(model, text, mask, SamplerSettings(steps=1, guidance=1.0, context_noise=0.3), seed=4)
+    assert (plain[:, :, 0] - expected[:, :, 0]).abs().max().item() > 1e-3  # the first frame's steps matter
 
 
 @pytest.mark.parametrize("mixer", ["pom", "attention"])
@@ -114,7 +139,7 @@ def test_distill_trains_resumes_exactly_and_exports_a_one_step_student(teacher, 
     start = load_file(os.path.join(teacher, "transformer", "diffusion_pytorch_model.safetensors"))
     assert any(not torch.equal(a[k], start[k]) for k in a)  # it trained
     index = json.loads((tmp_path / "a" / "pipeline" / "model_index.json").read_text())
-    assert index["steps"] == 1 and index["guidance"] == 1.0
+    assert index["steps"] == 1 and index["guidance"] == 1.0 and index["first_steps"] is None
     log = [json.loads(line) for line in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4] and log[-1]["loss"] > 0
     assert all(r["rollout_gap"] <= 1e-5 for r in log)  # the loss's pass is the rollout

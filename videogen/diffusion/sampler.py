@@ -44,6 +44,7 @@ class SamplerSettings:
     steps: int = 8
     guidance: float = 3.0
     context_noise: float = 0.05  # the sigma shift lives in the diffusers scheduler
+    first_steps: Optional[int] = None  # the first latent frame's steps, on `even_sigmas` (a student's)
 
 
 # ------------------------------------------------------------------------ prompt schedule
@@ -83,6 +84,15 @@ def guided_velocity(model: PoMVideoDiT, x: torch.Tensor, sigma: torch.Tensor, ct
     return v_u + guidance * (v_c - v_u)
 
 
+def even_sigmas(scheduler, steps: int) -> torch.Tensor:
+    """`steps` sigmas evenly spaced before the scheduler's shift, then 0: (steps + 1,).
+    For a few-step student's first frame: `euler_sigmas` puts the last step of any count at
+    ~0.01 (the schedule's floor), so 2 steps there would be 1 step and a no-op; these give
+    1, 0.75, 0 for 2 steps at shift 3."""
+    scheduler.set_timesteps(sigmas=[1 - i / steps for i in range(steps)])
+    return scheduler.sigmas.float().cpu()
+
+
 class StreamingSampler:
     """The streaming sampler's state: per-layer states (conditional rows, then unconditional
     rows when guided), the text context, and a ring buffer of the last `ring` committed
@@ -102,6 +112,8 @@ class StreamingSampler:
         self.state = model.init_state(self._rows(), model.device, model.dtype)
         self.sigmas = euler_sigmas(scheduler, settings.steps)
         self.dts = (self.sigmas[1:] - self.sigmas[:-1]).tolist()  # Python floats: no per-step .item()
+        # the first latent frame, when it has steps of its own and nothing is committed before it
+        self.first_sigmas = even_sigmas(scheduler, settings.first_steps) if settings.first_steps else None
         self.ring = deque(maxlen=ring)  # (clean latent, its commit noise), (B, C, H, W) each
         self.frames = 0  # latent frames committed
 
@@ -137,9 +149,10 @@ class StreamingSampler:
     def next(self) -> torch.Tensor:
         """Denoise the next latent frame, commit it, and return it clean, (B, C, H, W)."""
         x = self._noise()
-        for i in range(self.settings.steps):
-            v = guided_velocity(self.model, x, self.sigmas[i], self.ctx, self.state, self.settings.guidance)
-            x = x + self.dts[i] * v
+        sigmas = self.first_sigmas if self.frames == 0 and self.first_sigmas is not None else self.sigmas
+        for i, dt in enumerate((sigmas[1:] - sigmas[:-1]).tolist()):
+            v = guided_velocity(self.model, x, sigmas[i], self.ctx, self.state, self.settings.guidance)
+            x = x + dt * v
         self._fold([x], [self._noise()])
         return x
 

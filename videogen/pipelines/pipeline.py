@@ -44,12 +44,13 @@ class VideoGenPipeline(DiffusionPipeline):
 
     def __init__(self, transformer: PoMVideoDiT, vae, text_encoder, tokenizer, scheduler,
                  height: int = 64, width: int = 64, fps: int = 8, steps: int = 8, guidance: float = 3.0,
-                 context_noise: float = 0.05, max_text_length: int = 32):
+                 context_noise: float = 0.05, max_text_length: int = 32, first_steps: Optional[int] = None):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler)
+        # first_steps: the first latent frame's steps when it differs (a distilled student's)
         self.register_to_config(height=height, width=width, fps=fps, steps=steps, guidance=guidance,
-                                context_noise=context_noise, max_text_length=max_text_length)
+                                context_noise=context_noise, max_text_length=max_text_length, first_steps=first_steps)
 
     # ---------------------------------------------------------------------------- text
     def encode(self, prompt: str, guided: bool):
@@ -235,7 +236,7 @@ def load_default_teacher(device: str = "cpu", dtype: str = "float32") -> VideoGe
     else:
         teacher.to(dev, torch_dtype)
     pipe.register_modules(transformer=teacher.eval())
-    pipe.register_to_config(**{k: settings[k] for k in ("steps", "guidance", "context_noise")})
+    pipe.register_to_config(first_steps=None, **{k: settings[k] for k in ("steps", "guidance", "context_noise")})
     return pipe
 
 

@@ -50,10 +50,12 @@ PRIME_CHUNK = 8  # given latents committed per parallel pass: constant memory, f
 
 def sampler_settings(config, steps: Optional[int], guidance: Optional[float],
                      context_noise: Optional[float]) -> SamplerSettings:
-    """The pipeline's own settings (model_index.json) with the caller's overrides, checked."""
+    """The pipeline's own settings (model_index.json) with the caller's overrides, checked.
+    The pipeline's first-frame steps (a distilled student's) hold only with its own steps."""
     settings = SamplerSettings(steps=steps or config.steps,
                                guidance=config.guidance if guidance is None else guidance,
-                               context_noise=config.context_noise if context_noise is None else context_noise)
+                               context_noise=config.context_noise if context_noise is None else context_noise,
+                               first_steps=config.get("first_steps") if steps is None else None)
     check_sampling(settings.steps, settings.guidance, settings.context_noise)
     return settings
 

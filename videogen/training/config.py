@@ -162,10 +162,16 @@ class DistillConfig:
     teacher_steps: Optional[int] = None  # null: the teacher pipeline's own sampler settings
     teacher_guidance: Optional[float] = None
     student_steps: int = 1  # denoising calls per latent frame (plus the commit pass), no CFG
+    # The first latent frame's steps (0: student_steps): it alone has no context to go on,
+    # so from pure noise one step drew it poorly (two objects, a wrong colour, an empty
+    # frame) and the frames after it took ~8 frames to recover. Its sigmas are evenly
+    # spaced before the shift (`diffusion.sampler.even_sigmas`), e.g. 1, 0.75, 0 for 2.
+    first_frame_steps: int = 0
     rollout_frames: int = 9  # latent frames of each self-rollout (9: 33 video frames)
 
     def __post_init__(self):
         at_least("distill", 1, student_steps=self.student_steps, rollout_frames=self.rollout_frames)
+        at_least("distill", 0, first_frame_steps=self.first_frame_steps)
         if self.teacher_steps is not None:
             at_least("distill", 1, teacher_steps=self.teacher_steps)
         if self.teacher_guidance is not None:

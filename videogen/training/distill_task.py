@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from videogen.diffusion.sampler import euler_sigmas
+from videogen.diffusion.sampler import euler_sigmas, even_sigmas
 from videogen.errors import UsageError
 from videogen.training.components import freeze
 from videogen.training.config import DistillRunConfig, load_distill_config
@@ -66,18 +66,20 @@ def padded_text(emb: torch.Tensor, mask: torch.Tensor, length: int) -> tuple:
 
 @torch.no_grad()
 def student_rollout(model, noise: torch.Tensor, commit_noise: torch.Tensor, text: torch.Tensor,
-                    mask: torch.Tensor, sigmas: torch.Tensor, level: float) -> torch.Tensor:
-    """The student's streaming video: latent frame by frame, Euler steps on `sigmas` without
-    guidance, each frame committed re-noised to `level` with its commit noise (exactly the
-    streaming sampler's loop). noise, commit_noise (B, C, F, H, W) -> clean latents, same shape."""
+                    mask: torch.Tensor, sigmas: torch.Tensor, level: float,
+                    first_sigmas: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """The student's streaming video: latent frame by frame, Euler steps on `sigmas` (the
+    first frame on `first_sigmas` when given) without guidance, each frame committed
+    re-noised to `level` with its commit noise (exactly the streaming sampler's loop).
+    noise, commit_noise (B, C, F, H, W) -> clean latents, same shape."""
     ctx = model.encode_text(text, mask)
     state = model.init_state(noise.shape[0], noise.device, noise.dtype)
-    dts = (sigmas[1:] - sigmas[:-1]).tolist()
     frames = []
     for k in range(noise.shape[2]):
         x = noise[:, :, k]
-        for i, dt in enumerate(dts):
-            x = x + dt * model.step(x, sigmas[i].expand(x.shape[0]).to(x), ctx, state)
+        steps = first_sigmas if k == 0 and first_sigmas is not None else sigmas
+        for i, dt in enumerate((steps[1:] - steps[:-1]).tolist()):
+            x = x + dt * model.step(x, steps[i].expand(x.shape[0]).to(x), ctx, state)
         committed = ((1 - level) * x + level * commit_noise[:, :, k]).unsqueeze(2)
         state = model.prefill(committed, torch.full(committed.shape[:1] + committed.shape[2:3], level).to(x),
                               ctx, state)
@@ -145,7 +147,7 @@ class DistillTask(Task):
         return [(os.path.join(self.t.output_dir, "pipeline"), "model_index.json", "pipeline")]
 
     def architecture(self) -> dict:
-        return {"distill.student_steps": self.d.student_steps}
+        return {"distill.student_steps": self.d.student_steps}  # first_frame_steps may change on resume
 
     def build(self, accelerator, start_step: int) -> tuple:
         from videogen.models.text import encode_prompts
@@ -162,6 +164,7 @@ class DistillTask(Task):
         self.level, self.guidance = settings.context_noise, settings.guidance
         self.teacher_sigmas = euler_sigmas(pipe.scheduler, settings.steps)
         self.student_sigmas = euler_sigmas(pipe.scheduler, d.student_steps)
+        self.first_sigmas = even_sigmas(pipe.scheduler, d.first_frame_steps) if d.first_frame_steps else None
         _, spatial = vae_factors(pipe.vae)
         self.latent_shape = (pipe.transformer.config.in_channels, pipe.config.height // spatial,
                              pipe.config.width // spatial)
@@ -198,12 +201,17 @@ class DistillTask(Task):
         noise = torch.randn(shape, generator=g, device=acc.device)
         commit_noise = torch.randn(shape, generator=g, device=acc.device)
         student = acc.unwrap_model(self.model)
-        rollout = student_rollout(student, noise, commit_noise, text, mask, self.student_sigmas, self.level)
+        rollout = student_rollout(student, noise, commit_noise, text, mask, self.student_sigmas, self.level,
+                                  self.first_sigmas)
         context = (1 - self.level) * rollout + self.level * commit_noise
         with torch.no_grad():
             target = parallel_sample(self.teacher, noise, context, text, mask, self.teacher_sigmas, self.level,
                                      self.guidance, self.empty)
         pred = parallel_sample(self.model, noise, context, text, mask, self.student_sigmas, self.level)
+        if self.first_sigmas is not None:  # frame 0 sees no context: its own steps, on it alone
+            first = parallel_sample(self.model, noise[:, :, :1], context[:, :, :1], text, mask, self.first_sigmas,
+                                    self.level)
+            pred = torch.cat([first, pred[:, :, 1:]], dim=2)
         loss = F.mse_loss(pred, target)
         acc.backward(loss)
         per_frame = (pred.detach() - target).pow(2).mean(dim=(0, 1, 3, 4))
@@ -229,7 +237,8 @@ class DistillTask(Task):
             parts = {name: getattr(pipe, name) for name in ("vae", "text_encoder", "tokenizer", "scheduler")}
             student = VideoGenPipeline(transformer=net, **parts, height=c.height, width=c.width, fps=c.fps,
                                        steps=self.d.student_steps, guidance=1.0, context_noise=self.level,
-                                       max_text_length=c.max_text_length)
+                                       max_text_length=c.max_text_length,
+                                       first_steps=self.d.first_frame_steps or None)
             save_pipeline(student, pipeline_dir)
             logger.info("wrote the student pipeline (%s weights, step %d) to %s", "EMA" if self.ema else "raw",
                         step, pipeline_dir)
