@@ -221,13 +221,18 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
-    The file appears at `output` only when complete (temporary name, then rename).
+    The file appears at `output` only when complete (temporary name, then rename). With
+    VIDEOGEN_EVENTS=FILE set, the moments the imports are done, the model is loaded, the
+    first frame is handed to the encoder and the file is in place go to FILE (utils/events).
     """
     from tqdm import tqdm
     from transformers.utils import logging as transformers_logging
 
     from videogen.data.video_io import open_writer
     from videogen.models.text import warn_unknown_words
+    from videogen.utils.events import event
+
+    event("imported")
 
     diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
     transformers_logging.disable_progress_bar()
@@ -249,6 +254,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     remove_killed_runs_temps(output)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
+        event("loaded")
         warn_unknown_words(pipe.tokenizer, [text for _, text in parse_prompt_schedule(prompt_schedule)]
                            if prompt_schedule else [prompt])
         writer.fps = fps or pipe.config.fps
@@ -261,7 +267,10 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         with interrupt_between_frames() as check:
             for frame in bar:
                 writer.write(frame)
+                if writer.frames_written == 1:
+                    event("first_frame")
                 check()
+    event("done", frames=writer.frames_written)
     return output
 
 
