@@ -252,7 +252,9 @@ class StreamingDecoder:
 
     def __init__(self, vae: AutoencoderKLWan):
         self.vae = vae
-        self._route = OneDNNRoute(vae.decoder)
+        self.device, self.dtype = vae.device, vae.dtype  # as at construction: each a walk over the modules
+        self._stats = _latent_stats(vae, torch.empty((), device=self.device, dtype=self.dtype))
+        self._route = OneDNNRoute(torch.nn.ModuleList([vae.post_quant_conv, vae.decoder]))
         self.reset()
 
     def reset(self) -> None:
@@ -266,10 +268,10 @@ class StreamingDecoder:
 
         n is 1 for the first frame after construction or reset, then `temporal`.
         """
-        vae = self.vae
-        z = latent_frame.to(device=vae.device, dtype=vae.dtype)[:, :, None]
-        x = vae.post_quant_conv(_unnormalise(vae, z))
+        vae, (mean, std) = self.vae, self._stats
+        z = latent_frame.to(device=self.device, dtype=self.dtype)[:, :, None]
         with self._route:
+            x = vae.post_quant_conv(z * std + mean)  # un-normalised, as decode_latents does
             out = vae.decoder(x, feat_cache=self._cache, feat_idx=[0],
                               first_chunk=self.frames_pushed == 0)
         if vae.config.patch_size is not None:

@@ -145,7 +145,7 @@ class StreamSession:
             if not self._decoded:
                 self._apply_pending()
                 latent = self.sampler.next(lookahead=not self._last_latent())
-                self._decoded.extend(frames_to_uint8(self.decoder.push(latent.to(self.pipe.vae.dtype)))[0])
+                self._decoded.extend(frames_to_uint8(self.decoder.push(latent))[0])  # push casts to the VAE's dtype
             self.generated += 1
             yield self._decoded.popleft()
 
