@@ -159,3 +159,16 @@ def test_streaming_encode_equals_full_encode(vae, clip, latents):
     assert (torch.stack(chunks, dim=2) - latents).abs().max().item() <= 1e-5
     with pytest.raises(ValueError):
         encoder.push(clip[:, :, :1])  # after the first frame it takes 4 at a time
+
+
+def test_a_copied_decoder_patches_the_shared_vae_and_goes_on_alike(vae, latents):
+    """StreamSession.fork deep-copies its decoder with the VAE shared: the copy's cache is its
+    own, and its oneDNN route patches the shared VAE's layers, not copies of them."""
+    import copy
+
+    decoder = StreamingDecoder(vae)
+    decoder.push(latents[:, :, 0])
+    clone = copy.deepcopy(decoder, {id(vae): vae})
+    assert clone.vae is vae and clone._cache[0] is not decoder._cache[0]
+    assert all(a is b for a, b in zip(clone._route.convs, decoder._route.convs))
+    assert torch.equal(clone.push(latents[:, :, 1]), decoder.push(latents[:, :, 1]))

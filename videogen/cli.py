@@ -8,12 +8,10 @@ user can make raise `UsageError`; `main` prints them as one line and exits with 
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import re
 import sys
 import textwrap
-import threading
 
 from videogen.errors import UsageError
 
@@ -433,7 +431,8 @@ def _run_serve(args) -> None:
                         max_upload_mb=args.max_upload_mb))
 
 
-# Commands whose process ends as soon as they are done, without the interpreter's teardown.
+# Commands whose process ends as soon as they are done, without the interpreter's teardown
+# (utils/process.py: 1.5-2 s of CPU after a `generate`).
 QUICK_EXIT = ("generate",)
 
 COMMANDS = [_add_generate, _add_init_model, _add_data, _add_cache, _add_train, _add_eval, _add_train_vae, _add_serve]
@@ -463,24 +462,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _end_process() -> None:
-    """Exit 0 now, without tearing down the ~3,700 modules that torch, diffusers and
-    transformers load: that teardown took 1.5-2 s of CPU after a finished `generate`
-    (~15% of a 240-frame run). The atexit handlers run and stdout and stderr are flushed as
-    at a normal exit; only the finalisation of modules and objects is skipped. Not while
-    another non-daemon thread runs, nor when a stream cannot be flushed: the normal exit
-    waits for the one and reports the other."""
-    if any(t is not threading.main_thread() and not t.daemon for t in threading.enumerate()):
-        return
-    atexit._run_exitfuncs()
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except (OSError, ValueError):
-        return
-    os._exit(0)
-
-
 def main(argv: list[str] | None = None) -> None:
     # OpenMP threads that spin while they wait made small-model generation ~7x slower on a
     # busy 2-core machine (1.6 vs 10.5 frames/s); they must sleep instead. Only takes effect
@@ -502,7 +483,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         args.func(args)
         if argv is None and args.command in QUICK_EXIT:  # run as the program, not called by a test
-            _end_process()
+            from videogen.utils.process import exit_now
+
+            exit_now()
     except UsageError as err:
         print(f"videogen {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import copy
 import math
 import os
 from typing import Optional
@@ -242,7 +243,32 @@ class OneDNNRoute:
         self._hooks = []
 
 
-class StreamingDecoder:
+class _RoutedStream:
+    """A streaming coder over a VAE with a oneDNN route over the parts it runs (`_parts`).
+
+    A deep copy (e.g. `StreamSession.fork`) copies the caches, and builds its own route over
+    the copy's VAE, shared or copied as the memo says: copying the route would copy the
+    modules it patches, and the copy's pushes would run the unpatched ones."""
+
+    vae: AutoencoderKLWan
+
+    def _parts(self) -> list:
+        raise NotImplementedError
+
+    def _new_route(self) -> OneDNNRoute:
+        return OneDNNRoute(torch.nn.ModuleList(self._parts()))
+
+    def __deepcopy__(self, memo):
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            if key != "_route":
+                setattr(clone, key, copy.deepcopy(value, memo))
+        clone._route = clone._new_route()
+        return clone
+
+
+class StreamingDecoder(_RoutedStream):
     """Decode one latent frame at a time, carrying the decoder's causal-conv cache.
 
     This is `AutoencoderKLWan._decode` unrolled: its per-frame loop body, with the
@@ -254,8 +280,11 @@ class StreamingDecoder:
         self.vae = vae
         self.device, self.dtype = vae.device, vae.dtype  # as at construction: each a walk over the modules
         self._stats = _latent_stats(vae, torch.empty((), device=self.device, dtype=self.dtype))
-        self._route = OneDNNRoute(torch.nn.ModuleList([vae.post_quant_conv, vae.decoder]))
+        self._route = self._new_route()
         self.reset()
+
+    def _parts(self) -> list:
+        return [self.vae.post_quant_conv, self.vae.decoder]
 
     def reset(self) -> None:
         """Forget all frames; the next push is a first frame again."""
@@ -280,7 +309,7 @@ class StreamingDecoder:
         return torch.clamp(out, min=-1.0, max=1.0)
 
 
-class StreamingEncoder:
+class StreamingEncoder(_RoutedStream):
     """Encode a clip chunk by chunk, carrying the encoder's causal-conv cache: the first
     frame alone, then `temporal` frames at a time, one latent frame per chunk, as
     `AutoencoderKLWan._encode` reads them. Same latents as `encode_video` (posterior mean)
@@ -289,10 +318,13 @@ class StreamingEncoder:
 
     def __init__(self, vae: AutoencoderKLWan):
         self.vae = vae
-        self._route = OneDNNRoute(vae.encoder)
+        self._route = self._new_route()
         self.temporal = vae_factors(vae)[0]
         self._cache = [None] * vae._cached_conv_counts["encoder"]
         self.frames_pushed = 0
+
+    def _parts(self) -> list:
+        return [self.vae.encoder]
 
     def chunk_size(self) -> int:
         """How many pixel frames the next `push` takes: 1 for the first, then `temporal`."""
