@@ -110,6 +110,10 @@ def summarise(variants: dict, runs: dict, probes: dict) -> dict:
     if "before_a" in variants:
         summary["after_over_before"] = {
             side: medians[side]["exit"] / medians[f"before_{side}"]["exit"] for side in ("a", "b")}
+        # each repeat's runs are close in time: the ratios within a repeat drift least
+        summary["after_over_before_per_repeat"] = {
+            side: [r["s"]["exit"] / rb["s"]["exit"] for r, rb in zip(runs[side], runs[f"before_{side}"])]
+            for side in ("a", "b")}
     return summary
 
 
