@@ -189,7 +189,9 @@ def profile(parts: dict, latents: int, warmup: int) -> dict:
                 totals = dict.fromkeys(totals, 0.0)
                 pixel_frames = 0
             t0 = time.perf_counter()
-            latent = sampler.next()
+            # step and commit timed apart: generate takes each frame's first step inside the
+            # previous commit pass (sampler lookahead, prefill_then_step), one call fewer
+            latent = sampler.next(lookahead=False)
             t1 = time.perf_counter()
             pixels = decoder.push(latent)
             t2 = time.perf_counter()

@@ -57,6 +57,29 @@ def test_streaming_equals_parallel(mixer, decay, positions, frames):
     assert (parallel - streamed).abs().max().item() <= 1e-5
 
 
+@pytest.mark.parametrize("mixer,decay,positions", [("pom", True, 0), ("pom", False, 0), ("attention", True, 0),
+                                                    ("pom", True, 2)])
+@pytest.mark.parametrize("committed", [1, 3])
+def test_prefill_then_step_equals_prefill_and_step(mixer, decay, positions, committed):
+    """One pass for a commit and the next frame's first step: the velocity of `step` after
+    `prefill`, and the state of `prefill` alone (the next frame stays out of it), to 1e-5;
+    streaming on from that state gives the same frames too."""
+    model = make_model(mixer, decay, frame_positions=positions)
+    latents, t, text, mask = make_inputs(committed + 2)
+    with torch.no_grad():
+        ctx = model.encode_text(text, mask)
+        start = model.commit(latents[:, :, 0], t[:, 0], ctx, model.init_state(B))  # a state with a past
+        done, nxt = latents[:, :, 1:committed + 1], latents[:, :, committed + 1]
+        state = model.prefill(done, t[:, 1:committed + 1], ctx, start)
+        expected = model.step(nxt, t[:, committed + 1], ctx, state)
+        velocity, fused = model.prefill_then_step(done, t[:, 1:committed + 1], nxt, t[:, committed + 1], ctx, start)
+        assert expected.abs().mean() > 1e-2
+        assert (velocity - expected).abs().max().item() <= 1e-5
+        assert [s.frames for s in fused] == [s.frames for s in state] == [committed + 1] * len(state)
+        again, again_fused = (model.step(nxt, t[:, 0], ctx, st) for st in (state, fused))
+        assert (again - again_fused).abs().max().item() <= 1e-5
+
+
 def stream_teacher(model, context, t_context, latents, t, text, mask):
     """What the sampler does: step each frame on the committed context frames before it."""
     ctx = model.encode_text(text, mask)

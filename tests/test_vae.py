@@ -1,5 +1,7 @@
 """The tiny Wan VAE: compression factors, size checks, streaming == full decode, save/load."""
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -117,20 +119,34 @@ def test_frames_to_uint8():
     assert frames[0, :, 0, 0, 0].tolist() == [0, 128, 255, 255]
 
 
-def test_onednn_conv3d_is_scoped_and_exact(vae, latents):
-    """The decoder's oneDNN route gives the reference pixels and leaves no patch behind."""
-    from videogen.models.vae import _onednn_conv3d
+def test_onednn_route_is_scoped_and_exact(vae, latents):
+    """The decoder's oneDNN route gives the reference pixels (also through the upsamplers' 2D
+    convs and a weight changed in between) and leaves no patch or hook behind."""
+    from videogen.models.vae import OneDNNRoute
 
-    x = vae.post_quant_conv(latents[:, :, :1])
+    route = OneDNNRoute(vae.decoder)
+    upsample = next(m for m in vae.decoder.modules() if isinstance(m, torch.nn.Upsample))
+    conv2d = next(m for m in vae.decoder.modules() if type(m) is torch.nn.Conv2d)
+
+    def decode(fast: bool):
+        x = vae.post_quant_conv(latents[:, :, :2])
+        cache = [None] * vae._cached_conv_counts["decoder"]
+        with torch.no_grad(), (route if fast else contextlib.nullcontext()):
+            if fast:
+                assert torch.backends.mkldnn.is_available() and "_conv_forward" in vae.decoder.conv_in.__dict__
+                assert "_conv_forward" in conv2d.__dict__ and upsample._forward_pre_hooks
+            first = vae.decoder(x[:, :, :1], feat_cache=cache, feat_idx=[0], first_chunk=True)
+            return torch.cat([first, vae.decoder(x[:, :, 1:], feat_cache=cache, feat_idx=[0])], dim=2)
+
+    for changed in (False, True):
+        if changed:  # the route's cached channels-last weights must follow the module's
+            with torch.no_grad():
+                vae.decoder.conv_out.weight.mul_(0.5)
+        reference, fast = decode(False), decode(True)
+        assert "_conv_forward" not in vae.decoder.conv_in.__dict__ and not upsample._forward_pre_hooks
+        assert (fast - reference).abs().max().item() <= 1e-5
     with torch.no_grad():
-        reference = vae.decoder(x, feat_cache=[None] * vae._cached_conv_counts["decoder"], feat_idx=[0],
-                                first_chunk=True)
-        with _onednn_conv3d(vae.decoder):
-            assert torch.backends.mkldnn.is_available() and "_conv_forward" in vae.decoder.conv_in.__dict__
-            fast = vae.decoder(x, feat_cache=[None] * vae._cached_conv_counts["decoder"], feat_idx=[0],
-                               first_chunk=True)
-    assert "_conv_forward" not in vae.decoder.conv_in.__dict__
-    assert (fast - reference).abs().max().item() <= 1e-5
+        vae.decoder.conv_out.weight.mul_(2.0)
 
 
 def test_streaming_encode_equals_full_encode(vae, clip, latents):
@@ -143,3 +159,16 @@ def test_streaming_encode_equals_full_encode(vae, clip, latents):
     assert (torch.stack(chunks, dim=2) - latents).abs().max().item() <= 1e-5
     with pytest.raises(ValueError):
         encoder.push(clip[:, :, :1])  # after the first frame it takes 4 at a time
+
+
+def test_a_copied_decoder_patches_the_shared_vae_and_goes_on_alike(vae, latents):
+    """StreamSession.fork deep-copies its decoder with the VAE shared: the copy's cache is its
+    own, and its oneDNN route patches the shared VAE's layers, not copies of them."""
+    import copy
+
+    decoder = StreamingDecoder(vae)
+    decoder.push(latents[:, :, 0])
+    clone = copy.deepcopy(decoder, {id(vae): vae})
+    assert clone.vae is vae and clone._cache[0] is not decoder._cache[0]
+    assert all(a is b for a, b in zip(clone._route.convs, decoder._route.convs))
+    assert torch.equal(clone.push(latents[:, :, 1]), decoder.push(latents[:, :, 1]))

@@ -271,6 +271,10 @@ def _run_serve(args) -> None:
                         max_upload_mb=args.max_upload_mb))
 
 
+# Commands whose process ends as soon as they are done, without the interpreter's teardown
+# (utils/process.py: 1.5-2 s of CPU after a `generate`).
+QUICK_EXIT = ("generate",)
+
 COMMANDS = [_add_generate, _add_init_model, _add_data, add_cache, add_train, add_distill, _add_eval, add_train_vae,
             _add_serve]
 
@@ -319,6 +323,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(2)
     try:
         args.func(args)
+        if argv is None and args.command in QUICK_EXIT:  # run as the program, not called by a test
+            from videogen.utils.process import exit_now
+
+            exit_now()
     except UsageError as err:
         print(f"videogen {args.command}: error: {err}", file=sys.stderr)
         sys.exit(2)

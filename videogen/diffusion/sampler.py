@@ -4,7 +4,9 @@ For each latent frame: start from noise, take Euler steps on the flow-matching s
 with classifier-free guidance `v = v_u + w (v_c - v_u)` where the conditional and the
 unconditional branch each carry their own per-layer state (they ride in one batch of 2B);
 then *commit* the clean frame, re-noised to a small context level as in training, which
-folds it into the states. Nothing grows with the number of frames.
+folds it into the states. Nothing grows with the number of frames. The next frame's first
+Euler step starts from noise known before the commit, so it rides in the commit pass
+(`PoMVideoDiT.prefill_then_step`): `steps` model calls per frame, not `steps` + 1.
 
 `StreamingSampler` holds that state. `prime` commits given latents (continuation,
 image-to-video) by the same commit pass, so the state after priming z_0..z_k is the one the
@@ -79,7 +81,13 @@ def guided_velocity(model: PoMVideoDiT, x: torch.Tensor, sigma: torch.Tensor, ct
     """One model call for both CFG branches. x (B, C, H, W); ctx/state hold 2B rows when guided."""
     if guidance == 1.0:
         return model.step(x, sigma.expand(x.shape[0]), ctx, state)
-    v = model.step(torch.cat([x, x]), sigma.expand(2 * x.shape[0]), ctx, state)
+    return guide(model.step(torch.cat([x, x]), sigma.expand(2 * x.shape[0]), ctx, state), guidance)
+
+
+def guide(v: torch.Tensor, guidance: float) -> torch.Tensor:
+    """v_u + w (v_c - v_u) from velocities of 2B rows (conditional, then unconditional)."""
+    if guidance == 1.0:
+        return v
     v_c, v_u = v.chunk(2)
     return v_u + guidance * (v_c - v_u)
 
@@ -101,7 +109,9 @@ class StreamingSampler:
     `prime` commits given latents (continuation, image-to-video) exactly as `next` commits
     its own output; `set_context` changes the prompt at the next latent frame, as a plain
     swap or by re-committing the ring under the new prompt into a fresh state (design §10).
-    Noise is drawn on the CPU from `generator`, so a seed fixes the output on any device.
+    Noise is drawn on the CPU from `generator`, so a seed fixes the output on any device:
+    per frame its start noise, then its commit noise, in that order whether or not the next
+    frame's first step rode in the commit pass (`lookahead`).
     """
 
     def __init__(self, model: PoMVideoDiT, ctx: TextContext, latent_shape: tuple, settings: SamplerSettings,
@@ -109,51 +119,79 @@ class StreamingSampler:
         self.model, self.ctx, self.settings, self.generator = model, ctx, settings, generator
         self.latent_shape, self.batch = tuple(latent_shape), batch
         self.guided = settings.guidance != 1.0
-        self.state = model.init_state(self._rows(), model.device, model.dtype)
+        self.device, self.dtype = model.device, model.dtype  # each a walk over the modules: once
+        self.state = model.init_state(self._rows(), self.device, self.dtype)
         self.sigmas = euler_sigmas(scheduler, settings.steps)
         self.dts = (self.sigmas[1:] - self.sigmas[:-1]).tolist()  # Python floats: no per-step .item()
         # the first latent frame, when it has steps of its own and nothing is committed before it
         self.first_sigmas = even_sigmas(scheduler, settings.first_steps) if settings.first_steps else None
+        self.first_dts = None if self.first_sigmas is None else (self.first_sigmas[1:] - self.first_sigmas[:-1]).tolist()
         self.ring = deque(maxlen=ring)  # (clean latent, its commit noise), (B, C, H, W) each
         self.frames = 0  # latent frames committed
+        # (the next frame's start noise, its first velocity or None once stale), drawn and
+        # taken in the last commit pass with lookahead; None when there is none
+        self._ahead: Optional[tuple] = None
 
     def _rows(self) -> int:
         return 2 * self.batch if self.guided else self.batch
 
     def _noise(self) -> torch.Tensor:
-        return torch.randn(self.batch, *self.latent_shape, generator=self.generator).to(self.model.device,
-                                                                                         self.model.dtype)
+        return torch.randn(self.batch, *self.latent_shape, generator=self.generator).to(self.device, self.dtype)
 
-    def _commit(self, clean: list, noise: list, level: float, state: list) -> list:
+    def _rows_of(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x]) if self.guided else x
+
+    def _commit(self, clean: list, noise: list, level: float, state: list,
+                following: Optional[torch.Tensor] = None) -> tuple:
         """Fold clean latent frames [(B, C, H, W)], each re-noised to `level` with its noise,
-        into `state` in one pass (the commit pass); returns the new state."""
-        x = torch.stack([(1 - level) * z + level * n for z, n in zip(clean, noise)], dim=2)
-        if self.guided:
-            x = torch.cat([x, x])
+        into `state` in one pass (the commit pass). Returns (the new state, the guided velocity
+        of the noise `following` (B, C, H, W) at the first sigma, taken in the same pass, or
+        None without it)."""
+        x = self._rows_of(torch.stack([(1 - level) * z + level * n for z, n in zip(clean, noise)], dim=2))
         t = torch.full(x.shape[:1] + x.shape[2:3], level, device=x.device, dtype=x.dtype)
-        return self.model.prefill(x, t, self.ctx, state)
+        if following is None:
+            return self.model.prefill(x, t, self.ctx, state), None
+        nxt = self._rows_of(following)
+        v, state = self.model.prefill_then_step(x, t, nxt, self.sigmas[0].expand(nxt.shape[0]), self.ctx, state)
+        return state, guide(v, self.settings.guidance)
 
-    def _fold(self, clean: list, noise: list) -> None:
-        self.state = self._commit(clean, noise, self.settings.context_noise, self.state)
+    def _fold(self, clean: list, noise: list, lookahead: bool = False) -> None:
+        following = self._noise() if lookahead else None  # drawn after the commit noise, as `next` would
+        self.state, v = self._commit(clean, noise, self.settings.context_noise, self.state, following)
+        if following is not None:
+            self._ahead = (following, v)
         self.ring.extend(zip(clean, noise))
         self.frames += len(clean)
+
+    def _stale(self) -> None:
+        """The state or the prompt changed: a velocity taken ahead no longer holds (its noise does)."""
+        if self._ahead is not None:
+            self._ahead = (self._ahead[0], None)
 
     @torch.no_grad()
     def prime(self, latents: torch.Tensor, noise: Optional[torch.Tensor] = None) -> None:
         """Commit given clean latents (B, C, F, H, W) as context, as `next` commits its own
         output; `noise` (B, C, F, H, W) replaces the drawn commit noise (tests)."""
         clean = list(latents.unbind(dim=2))
+        self._stale()
         self._fold(clean, [self._noise() for _ in clean] if noise is None else list(noise.unbind(dim=2)))
 
     @torch.no_grad()
-    def next(self) -> torch.Tensor:
-        """Denoise the next latent frame, commit it, and return it clean, (B, C, H, W)."""
-        x = self._noise()
-        sigmas = self.first_sigmas if self.frames == 0 and self.first_sigmas is not None else self.sigmas
-        for i, dt in enumerate((sigmas[1:] - sigmas[:-1]).tolist()):
-            v = guided_velocity(self.model, x, sigmas[i], self.ctx, self.state, self.settings.guidance)
+    def next(self, lookahead: bool = True) -> torch.Tensor:
+        """Denoise the next latent frame, commit it, and return it clean, (B, C, H, W).
+
+        With `lookahead` the commit pass also takes the next frame's first step (its start
+        noise is drawn now); pass False for the last frame wanted, which has no next. The
+        first latent frame of an unprimed stream takes `first_steps` when set."""
+        x, v = self._ahead if self._ahead is not None else (self._noise(), None)
+        self._ahead = None
+        first = self.frames == 0 and self.first_sigmas is not None
+        sigmas, dts = (self.first_sigmas, self.first_dts) if first else (self.sigmas, self.dts)
+        for i, dt in enumerate(dts):
+            if i or v is None:  # a velocity taken ahead is at sigma 1, where every schedule starts
+                v = guided_velocity(self.model, x, sigmas[i], self.ctx, self.state, self.settings.guidance)
             x = x + dt * v
-        self._fold([x], [self._noise()])
+        self._fold([x], [self._noise()], lookahead)
         return x
 
     @torch.no_grad()
@@ -167,11 +205,12 @@ class StreamingSampler:
         if mode not in SWITCH_MODES:
             raise UsageError(f"unknown switch mode '{mode}': use {' or '.join(SWITCH_MODES)}")
         self.ctx = ctx
+        self._stale()
         if mode == "swap" or not self.ring:
             return
-        fresh = self.model.init_state(self._rows(), self.model.device, self.model.dtype)
+        fresh = self.model.init_state(self._rows(), self.device, self.dtype)
         for block_state in fresh:
             block_state.frames = self.frames - len(self.ring)
         clean, noise = zip(*self.ring)
         level = self.settings.context_noise if level is None else level
-        self.state = self._commit(list(clean), list(noise), level, fresh)
+        self.state = self._commit(list(clean), list(noise), level, fresh)[0]

@@ -4,7 +4,8 @@ One network, two ways to run it:
 - parallel (training): `forward(latents (B,C,F,H,W), t (B,F), text (B,L,Dt), text_mask (B,L))`
   with a block-causal self-mixer, one noise level per frame (diffusion forcing);
 - streaming (inference): `encode_text` once per prompt, `init_state`, then per latent frame
-  `step` (denoise with the past) and `commit` (fold the finished frame into the state).
+  `step` (denoise with the past) and `commit` (fold the finished frame into the state);
+  `prefill_then_step` does a commit and the next frame's first step in one pass.
   The state is a fixed size per layer for PoM, so memory does not grow with length.
 Streaming frame by frame equals the parallel forward (tested to 1e-5 in float32).
 
@@ -133,11 +134,13 @@ class MixFFN(nn.Module):
         first = torch.zeros_like(h[:, :1]) if before is None else before.unsqueeze(1)
         return torch.cat([first, h[:, :-1]], dim=1)
 
-    def forward(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor] = None) -> tuple:
+    def forward(self, x: torch.Tensor, grid: tuple, h_prev: Optional[torch.Tensor] = None,
+                keep: Optional[int] = None) -> tuple:
         """Parallel over frames, after the frame whose hidden map is `h_prev` (None: none).
-        x (B, F, T, D) -> (out (B, F, T, D), the last frame's hidden map (B, T, hidden))."""
+        x (B, F, T, D) -> (out (B, F, T, D), the hidden map (B, T, hidden) of the last frame,
+        or of frame `keep` - 1)."""
         h = self.fc1(x)
-        return self._frames(h, self._previous(h, h_prev), grid), last_frame(h)
+        return self._frames(h, self._previous(h, h_prev), grid), last_frame(h, keep)
 
     def forward_pair(self, ctx: torch.Tensor, cur: torch.Tensor, grid: tuple) -> tuple:
         """Teacher forcing: the cur stream's tap reads the ctx stream's previous frame, as a
@@ -199,10 +202,10 @@ class DiTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, text: BlockText, grid: tuple,
                 state: Optional[BlockState] = None, noisy: Optional[torch.Tensor] = None,
-                cond_noisy: Optional[torch.Tensor] = None) -> tuple:
+                cond_noisy: Optional[torch.Tensor] = None, keep: Optional[int] = None) -> tuple:
         """Block-causal over frames after `state` (None: nothing before x); training, one
         streamed frame and prefill are all this call. x (B, F, T, D), cond (B, F, D) ->
-        (x (B, F, T, D), the BlockState with every frame of x committed).
+        (x (B, F, T, D), the BlockState with every frame of x committed, or its first `keep`).
 
         Teacher forcing, given `noisy` (B, F, T, D) and `cond_noisy` (B, F, D): x are the
         committed frames, `noisy` the frames being denoised -> (x, noisy); see `_pair`.
@@ -214,12 +217,13 @@ class DiTBlock(nn.Module):
         B, Fr, T, D = x.shape
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaln(cond).unsqueeze(2).chunk(6, dim=-1)
         y = modulate(self.norm1(x), shift1, scale1).reshape(B, Fr * T, D)
-        y, mixer_state = self.self_mixer.block_causal(y, Fr, None if state is None else state.mixer)
+        y, mixer_state = self.self_mixer.block_causal(y, Fr, None if state is None else state.mixer, keep)
         x = x + gate1 * y.view(B, Fr, T, D)
         x = x + self.cross_mixer.read(self.norm_cross(x).reshape(B, Fr * T, D), agg).view(B, Fr, T, D)
-        y, h_last = self.ffn(modulate(self.norm2(x), shift2, scale2), grid, None if state is None else state.ffn_prev)
+        y, h_last = self.ffn(modulate(self.norm2(x), shift2, scale2), grid,
+                             None if state is None else state.ffn_prev, keep)
         done = 0 if state is None else state.frames
-        return x + gate2 * y, BlockState(mixer=mixer_state, ffn_prev=h_last, frames=done + Fr)
+        return x + gate2 * y, BlockState(mixer=mixer_state, ffn_prev=h_last, frames=done + (keep or Fr))
 
     def _pair(self, xc: torch.Tensor, xn: torch.Tensor, cond_c: torch.Tensor, cond_n: torch.Tensor,
               agg, grid: tuple) -> tuple:
@@ -377,9 +381,11 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
     def _checkpointing(self) -> bool:
         return self.gradient_checkpointing and torch.is_grad_enabled()
 
-    def _run(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: Optional[list] = None) -> tuple:
+    def _run(self, latents: torch.Tensor, t: torch.Tensor, ctx: TextContext, state: Optional[list] = None,
+             keep: Optional[int] = None) -> tuple:
         """Every frame of latents, block-causal after `state` (None: from the start).
-        latents (B, C, F, H, W), t (B, F) -> (velocity (B, C, F, H, W), state with them committed)."""
+        latents (B, C, F, H, W), t (B, F) -> (velocity (B, C, F, H, W), state with them committed,
+        or only the first `keep` of them)."""
         grid = self._grid(*latents.shape[-2:])
         x = self._embed(latents)
         first = 0 if state is None else state[0].frames
@@ -389,9 +395,10 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         for i, (block, text) in enumerate(zip(self.blocks, ctx.layers)):
             args = (x, cond, text, grid, None if state is None else state[i])
             if self._checkpointing():  # recompute the block in backward instead of keeping its activations
+                assert keep is None, "keep is for streaming, without gradients"
                 x, s = self._gradient_checkpointing_func(block, *args)
             else:
-                x, s = block(*args)
+                x, s = block(*args, keep=keep)
             new_state.append(s)
         return self._unembed(self.final(x, cond), grid).to(latents.dtype), new_state
 
@@ -436,6 +443,19 @@ class PoMVideoDiT(ModelMixin, ConfigMixin):
         one reaches (continuation, image-to-video, a prompt switch's re-commit).
         latents (B, C, F, H, W), t (B, F) -> the new state."""
         return self._run(latents, t, ctx, state)[1]
+
+    def prefill_then_step(self, latents: torch.Tensor, t: torch.Tensor, latent: torch.Tensor,
+                          t_next: torch.Tensor, ctx: TextContext, state: list) -> tuple:
+        """`prefill` and the next frame's `step` after it, in one parallel pass: the frame after
+        `latents` reads them as context but stays out of the state (one model call for a commit
+        and the first Euler step of the next frame, whose input is noise known in advance).
+        latents (B, C, F, H, W), t (B, F), latent (B, C, H, W), t_next (B,) ->
+        (velocity of `latent` (B, C, H, W), the state with only `latents` committed)."""
+        frames = torch.cat([latents, latent.unsqueeze(2)], dim=2)
+        # float32 noise levels: what the timestep embedder reads of each, whatever dtype they came in
+        levels = torch.cat([t.float(), t_next.float().to(t.device).unsqueeze(1)], dim=1)
+        velocity, new_state = self._run(frames, levels, ctx, state, keep=latents.shape[2])
+        return velocity[:, :, -1], new_state
 
 
 def with_frame_positions(model: PoMVideoDiT, frame_positions: int) -> PoMVideoDiT:

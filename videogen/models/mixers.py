@@ -47,10 +47,12 @@ class KVState:
     v: Optional[torch.Tensor]
 
 
-def last_frame(x: torch.Tensor) -> torch.Tensor:
-    """x[:, -1] as a tensor of its own for a streaming state: a view of a prefilled
-    (B, F, ...) tensor would keep all F frames' storage alive as long as the state."""
-    return x[:, -1] if x.shape[1] == 1 else x[:, -1].clone()
+def last_frame(x: torch.Tensor, keep: Optional[int] = None) -> torch.Tensor:
+    """x[:, keep - 1] (keep None: the last frame) as a tensor of its own for a streaming state:
+    a view of a prefilled (B, F, ...) tensor would keep all F frames' storage alive as long as
+    the state."""
+    index = x.shape[1] - 1 if keep is None else keep - 1
+    return x[:, index] if x.shape[1] == 1 else x[:, index].clone()
 
 
 CHUNK_TOKENS = 2048  # tokens per chunk of the parallel block-causal pass
@@ -132,14 +134,16 @@ class PoM(nn.Module):
         return self.read(q, agg.unsqueeze(1))
 
     # ------------------------------------------------------------------ block-causal
-    def block_causal(self, x: torch.Tensor, frames: int, initial_state: Optional[PoMState] = None) -> tuple:
+    def block_causal(self, x: torch.Tensor, frames: int, initial_state: Optional[PoMState] = None,
+                     keep: Optional[int] = None) -> tuple:
         """Self-PoM where each frame sees its own and earlier frames, in O(N), after the
         frames already folded into `initial_state` (None: nothing before x).
 
         x (B, N, D) with N = frames * T, tokens frame-major -> (out (B, N, D), final_state),
-        the state with every frame of x folded in. One signature for every mode (as FLA's
-        layers): training is one call from None, streaming one frame per call, prefill
-        (continuation) several frames into a state in one call.
+        the state with every frame of x folded in (or only the first `keep`: the frames after
+        them read the state but stay out of it, as a streamed frame's `step` does). One
+        signature for every mode (as FLA's layers): training is one call from None, streaming
+        one frame per call, prefill (continuation) several frames into a state in one call.
         """
         B, N, _ = x.shape
         T = N // frames
@@ -151,7 +155,8 @@ class PoM(nn.Module):
         acc_sums, acc_counts = self._running_sums(sums, T, initial_state)
         agg = acc_sums / acc_counts
         out = [self.read(xc, ac.unsqueeze(2)) for xc, ac in zip(x_chunks, agg.split(per_chunk, dim=1))]
-        final = PoMState(sums=last_frame(acc_sums), counts=last_frame(acc_counts).expand(B, self.state_dim).contiguous())
+        final = PoMState(sums=last_frame(acc_sums, keep),
+                         counts=last_frame(acc_counts, keep).expand(B, self.state_dim).contiguous())
         out = out[0] if len(out) == 1 else torch.cat(out, dim=1)  # one chunk (a streamed frame): no copy
         return out.reshape(B, N, self.dim), final
 
@@ -276,9 +281,11 @@ class Attention(nn.Module):
     def forward(self, q, x=None, mask=None):
         return self.read(q, self.context(q if x is None else x, mask))
 
-    def block_causal(self, x: torch.Tensor, frames: int, initial_state: Optional[KVState] = None) -> tuple:
+    def block_causal(self, x: torch.Tensor, frames: int, initial_state: Optional[KVState] = None,
+                     keep: Optional[int] = None) -> tuple:
         """Block-causal attention after the keys cached in `initial_state` (None: none).
-        x (B, N, D) -> (out (B, N, D), the KV cache with x's keys appended)."""
+        x (B, N, D) -> (out (B, N, D), the KV cache with x's keys appended: those of its first
+        `keep` frames only, when given)."""
         N = x.shape[1]
         frame_of = torch.arange(N, device=x.device) // (N // frames)
         mask = frame_of[:, None] >= frame_of[None, :]  # (N, N): the dense mask PoM avoids
@@ -288,6 +295,9 @@ class Attention(nn.Module):
             past = initial_state.k.shape[2]
             mask = torch.cat([mask.new_ones(N, past), mask], dim=1)  # the cached past is all visible
         out = F.scaled_dot_product_attention(self._split(self.q(x)), k, v, attn_mask=mask)
+        if keep is not None:
+            kept = k.shape[2] - (frames - keep) * (N // frames)
+            k, v = k[:, :, :kept], v[:, :, :kept]
         return self._merge(out), KVState(k=k, v=v)
 
     def block_causal_pair(self, ctx: torch.Tensor, cur: torch.Tensor, frames: int) -> tuple:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import contextlib
+import copy
 import math
 import os
 from typing import Optional
@@ -180,42 +180,95 @@ def decode_latents(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor
     return vae.decode(_unnormalise(vae, latents)).sample
 
 
-@contextlib.contextmanager
-def _onednn_conv3d(module: torch.nn.Module):
-    """Run the Conv3d layers of `module` through oneDNN (`aten.mkldnn_convolution`) meanwhile.
+def _channels_last_input(module, args):
+    return (args[0].contiguous(memory_format=torch.channels_last),) + args[1:]
+
+
+class OneDNNRoute:
+    """While `with route:` is active, run the Conv2d/Conv3d layers of `module` through oneDNN
+    (`aten.mkldnn_convolution`) in channels-last memory.
 
     For batch-1 CPU inference PyTorch picks its slow reference 3D convolution; oneDNN gives
     the same pixels (measured max diff 1e-6 on a decoded frame) in 0.45-0.7x the time.
     Inputs and weights go in channels-last (NDHWC), which oneDNN runs without reordering
-    them on every call: 0.73x the decode time again (benchmarks/roofline.py --baseline,
-    the default model; tests/test_vae.py holds it to the reference pixels within 1e-5).
-    A no-op off the CPU, outside float32, or where oneDNN is missing.
+    them on every call: 0.73x the decode time again (benchmarks/roofline.py --baseline).
+    The 2D convolutions of the upsamplers and their nearest-neighbour upsampling take
+    channels-last inputs too, so the frames they hand back to the 3D layers are already
+    NDHWC (no layout copy before every causal conv): 0.83x the default model's streamed
+    decode again. Weights are converted once and reused while they are unchanged.
+    tests/test_vae.py holds it to the reference pixels within 1e-5. A no-op off the CPU,
+    outside float32, with gradients enabled, or where oneDNN is missing.
     """
-    convs = [m for m in module.modules() if isinstance(m, torch.nn.Conv3d)]
-    usable = (torch.backends.mkldnn.is_available() and convs and convs[0].weight.device.type == "cpu"
-              and convs[0].weight.dtype == torch.float32 and not torch.is_grad_enabled())
-    if not usable:
-        yield
-        return
 
-    def fast(conv):
-        weight_cl = conv.weight.contiguous(memory_format=torch.channels_last_3d)
+    def __init__(self, module: torch.nn.Module):
+        self.convs = [m for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Conv3d))
+                      and m.padding_mode == "zeros" and not isinstance(m.padding, str)]
+        self.upsamplers = [m for m in module.modules() if isinstance(m, torch.nn.Upsample)]
+        self._weights: dict = {}  # conv -> ((version, data pointer), channels-last weight)
+        self._hooks: list = []
+
+    def _usable(self) -> bool:
+        weight = self.convs[0].weight if self.convs else None
+        return (torch.backends.mkldnn.is_available() and weight is not None and weight.device.type == "cpu"
+                and weight.dtype == torch.float32 and not torch.is_grad_enabled())
+
+    def _weight(self, conv, memory_format) -> torch.Tensor:
+        key = (conv.weight._version, conv.weight.data_ptr())
+        cached = self._weights.get(conv)
+        if cached is None or cached[0] != key:
+            cached = self._weights[conv] = (key, conv.weight.detach().contiguous(memory_format=memory_format))
+        return cached[1]
+
+    def _fast(self, conv):
+        memory_format = torch.channels_last_3d if isinstance(conv, torch.nn.Conv3d) else torch.channels_last
+        weight_cl = self._weight(conv, memory_format)
 
         def forward(x, weight, bias):
-            return torch.ops.aten.mkldnn_convolution(x.contiguous(memory_format=torch.channels_last_3d), weight_cl,
-                                                     bias, conv.padding, conv.stride, conv.dilation, conv.groups)
+            return torch.ops.aten.mkldnn_convolution(x.contiguous(memory_format=memory_format), weight_cl, bias,
+                                                     conv.padding, conv.stride, conv.dilation, conv.groups)
         return forward
 
-    for conv in convs:
-        conv._conv_forward = fast(conv)  # an instance attribute shadows the class method
-    try:
-        yield
-    finally:
-        for conv in convs:
-            del conv._conv_forward
+    def __enter__(self):
+        if self._usable():
+            for conv in self.convs:
+                conv._conv_forward = self._fast(conv)  # an instance attribute shadows the class method
+            self._hooks = [up.register_forward_pre_hook(_channels_last_input) for up in self.upsamplers]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for conv in self.convs:
+            conv.__dict__.pop("_conv_forward", None)
+        for hook in self._hooks:
+            hook.remove()
+        self._hooks = []
 
 
-class StreamingDecoder:
+class _RoutedStream:
+    """A streaming coder over a VAE with a oneDNN route over the parts it runs (`_parts`).
+
+    A deep copy (e.g. `StreamSession.fork`) copies the caches, and builds its own route over
+    the copy's VAE, shared or copied as the memo says: copying the route would copy the
+    modules it patches, and the copy's pushes would run the unpatched ones."""
+
+    vae: AutoencoderKLWan
+
+    def _parts(self) -> list:
+        raise NotImplementedError
+
+    def _new_route(self) -> OneDNNRoute:
+        return OneDNNRoute(torch.nn.ModuleList(self._parts()))
+
+    def __deepcopy__(self, memo):
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        for key, value in self.__dict__.items():
+            if key != "_route":
+                setattr(clone, key, copy.deepcopy(value, memo))
+        clone._route = clone._new_route()
+        return clone
+
+
+class StreamingDecoder(_RoutedStream):
     """Decode one latent frame at a time, carrying the decoder's causal-conv cache.
 
     This is `AutoencoderKLWan._decode` unrolled: its per-frame loop body, with the
@@ -225,7 +278,13 @@ class StreamingDecoder:
 
     def __init__(self, vae: AutoencoderKLWan):
         self.vae = vae
+        self.device, self.dtype = vae.device, vae.dtype  # as at construction: each a walk over the modules
+        self._stats = _latent_stats(vae, torch.empty((), device=self.device, dtype=self.dtype))
+        self._route = self._new_route()
         self.reset()
+
+    def _parts(self) -> list:
+        return [self.vae.post_quant_conv, self.vae.decoder]
 
     def reset(self) -> None:
         """Forget all frames; the next push is a first frame again."""
@@ -238,10 +297,10 @@ class StreamingDecoder:
 
         n is 1 for the first frame after construction or reset, then `temporal`.
         """
-        vae = self.vae
-        z = latent_frame.to(device=vae.device, dtype=vae.dtype)[:, :, None]
-        x = vae.post_quant_conv(_unnormalise(vae, z))
-        with _onednn_conv3d(vae.decoder):
+        vae, (mean, std) = self.vae, self._stats
+        z = latent_frame.to(device=self.device, dtype=self.dtype)[:, :, None]
+        with self._route:
+            x = vae.post_quant_conv(z * std + mean)  # un-normalised, as decode_latents does
             out = vae.decoder(x, feat_cache=self._cache, feat_idx=[0],
                               first_chunk=self.frames_pushed == 0)
         if vae.config.patch_size is not None:
@@ -250,7 +309,7 @@ class StreamingDecoder:
         return torch.clamp(out, min=-1.0, max=1.0)
 
 
-class StreamingEncoder:
+class StreamingEncoder(_RoutedStream):
     """Encode a clip chunk by chunk, carrying the encoder's causal-conv cache: the first
     frame alone, then `temporal` frames at a time, one latent frame per chunk, as
     `AutoencoderKLWan._encode` reads them. Same latents as `encode_video` (posterior mean)
@@ -259,9 +318,13 @@ class StreamingEncoder:
 
     def __init__(self, vae: AutoencoderKLWan):
         self.vae = vae
+        self._route = self._new_route()
         self.temporal = vae_factors(vae)[0]
         self._cache = [None] * vae._cached_conv_counts["encoder"]
         self.frames_pushed = 0
+
+    def _parts(self) -> list:
+        return [self.vae.encoder]
 
     def chunk_size(self) -> int:
         """How many pixel frames the next `push` takes: 1 for the first, then `temporal`."""
@@ -276,7 +339,7 @@ class StreamingEncoder:
         x = chunk.to(device=vae.device, dtype=vae.dtype)
         if vae.config.patch_size is not None:
             x = patchify(x, patch_size=vae.config.patch_size)
-        with _onednn_conv3d(vae.encoder):
+        with self._route:
             out = vae.encoder(x, feat_cache=self._cache, feat_idx=[0])
         mean = vae.quant_conv(out).chunk(2, dim=1)[0]  # the posterior's mean; its log-variance is unused
         self.frames_pushed += chunk.shape[2]

@@ -252,13 +252,17 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
-    The file appears at `output` only when complete (temporary name, then rename).
+    The file appears at `output` only when complete (temporary name, then rename). With
+    VIDEOGEN_EVENTS=FILE set, the moments the imports are done, the model is loaded, the
+    first frame is handed to the encoder and the file is in place go to FILE (utils/events).
     """
-    from tqdm import tqdm
     from transformers.utils import logging as transformers_logging
 
     from videogen.data.video_io import open_writer
     from videogen.models.text import warn_unknown_words
+    from videogen.utils.events import event
+
+    event("imported")
 
     diffusers_logging.disable_progress_bar()  # one bar, ours: frames and frames/s
     transformers_logging.disable_progress_bar()
@@ -280,6 +284,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     remove_killed_runs_temps(output)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
+        event("loaded")
         warn_unknown_words(pipe.tokenizer, [text for _, text in parse_prompt_schedule(prompt_schedule)]
                            if prompt_schedule else [prompt])
         writer.fps = fps or pipe.config.fps
@@ -287,13 +292,24 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                            seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
                            include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames,
                            recommit_noise=recommit_noise, height=height, width=width)
-        bar = tqdm(frames_iter, total=None if init_frames is not None else frames, unit="frame",
-                   desc="generating", disable=not progress)
-        with interrupt_between_frames() as check:
-            for frame in bar:
-                writer.write(frame)
-                check()
+        write_frames(writer, frames_iter, None if init_frames is not None else frames, progress)
+    event("done", frames=writer.frames_written)
     return output
+
+
+def write_frames(writer, frames: Iterable, total: Optional[int], progress: bool) -> None:
+    """`frames` into `writer` under one progress bar (frames, frames/s), stopping at a frame
+    boundary on Ctrl-C, SIGTERM or SIGHUP (`interrupt_between_frames`)."""
+    from tqdm import tqdm
+
+    from videogen.utils.events import event
+
+    with interrupt_between_frames() as check:
+        for frame in tqdm(frames, total=total, unit="frame", desc="generating", disable=not progress):
+            writer.write(frame)
+            if writer.frames_written == 1:
+                event("first_frame")
+            check()
 
 
 def check_settings(*, frames: int, steps: Optional[int], guidance: Optional[float],

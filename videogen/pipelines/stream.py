@@ -146,10 +146,17 @@ class StreamSession:
         while self.num_frames is None or self.generated < self.num_frames:
             if not self._decoded:
                 self._apply_pending()
-                latent = self.sampler.next()
-                self._decoded.extend(frames_to_uint8(self.decoder.push(latent.to(self.pipe.vae.dtype)))[0])
+                latent = self.sampler.next(lookahead=not self._last_latent())
+                self._decoded.extend(frames_to_uint8(self.decoder.push(latent))[0])  # push casts to the VAE's dtype
             self.generated += 1
             yield self._decoded.popleft()
+
+    def _last_latent(self) -> bool:
+        """Whether the next latent frame gives the last frames wanted (then the sampler need
+        not take the first step of one more)."""
+        if self.num_frames is None:
+            return False
+        return self.num_frames - self.generated <= (1 if self.decoder.frames_pushed == 0 else self.temporal)
 
     def _apply_pending(self) -> None:
         if self._pending is not None and self._pending != self.prompt:
