@@ -3,10 +3,11 @@
 # in two steps:
 #   teacher: the DiT's EMA pipeline after its clip-start fine-tune, with the VAE swapped for
 #            the final one (same encoder, so the same latent space; a decoder trained
-#            longer) -> runs/teacher (8 steps, guidance 3: what `videogen distill` learns from)
-#   student: runs/distill/pipeline (`videogen distill shapes_distill`, 1 step, no CFG), which
-#            becomes videogen/default_model, with the teacher's transformer beside it in
-#            default_model/teacher/ (`--model default-teacher`)
+#            longer) -> runs/teacher, which becomes videogen/default_model (8 steps, guidance 3)
+#   student: the transformer of runs/distill/pipeline (`videogen distill shapes_distill`: 1
+#            step, 2 for the first latent frame, no CFG) beside it, in default_model/fast/
+#            (`--model default-fast`). It becomes the default once it meets every bar of
+#            benchmarks/default_quality.py (results/default_quality_fast.json).
 #   bash scripts/ship_default.sh teacher    # finished runs: runs/default_whole/pipeline + runs/shapes_vae/export
 #   bash scripts/ship_default.sh teacher --latest   # runs still going: export their newest checkpoints first
 #   bash scripts/ship_default.sh student    # after the distillation
@@ -15,22 +16,21 @@ cd "$(dirname "$0")/.."
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 STAGE="${1:-}"
 if [ "$STAGE" = "student" ]; then
-  for need in runs/distill/pipeline/model_index.json runs/teacher/transformer/config.json; do
+  for need in runs/distill/pipeline/model_index.json videogen/default_model/model_index.json; do
     [ -f "$need" ] || { echo "ship_default: $need missing; run scripts/train_default.sh" >&2; exit 2; }
   done
-  rm -rf videogen/default_model.tmp
-  cp -r runs/distill/pipeline videogen/default_model.tmp
-  mkdir -p videogen/default_model.tmp/teacher
-  cp runs/teacher/transformer/config.json runs/teacher/transformer/diffusion_pytorch_model.safetensors \
-    videogen/default_model.tmp/teacher/
-  python - runs/teacher/model_index.json videogen/default_model.tmp/teacher/sampling.json <<'PY'
+  rm -rf videogen/default_model/fast.tmp && mkdir -p videogen/default_model/fast.tmp
+  cp runs/distill/pipeline/transformer/config.json runs/distill/pipeline/transformer/diffusion_pytorch_model.safetensors \
+    videogen/default_model/fast.tmp/
+  python - runs/distill/pipeline/model_index.json videogen/default_model/fast.tmp/sampling.json <<'PY'
 import json, sys
 index = json.load(open(sys.argv[1]))
-json.dump({k: index[k] for k in ("steps", "guidance", "context_noise")}, open(sys.argv[2], "w"), indent=2)
+json.dump({k: index.get(k) for k in ("steps", "guidance", "context_noise", "first_steps")}, open(sys.argv[2], "w"),
+          indent=2)
 PY
-  rm -rf videogen/default_model && mv videogen/default_model.tmp videogen/default_model
+  rm -rf videogen/default_model/fast && mv videogen/default_model/fast.tmp videogen/default_model/fast
   du -sh videogen/default_model
-  echo "default model (the student, with the teacher in default_model/teacher) written to videogen/default_model"
+  echo "the few-step student written to videogen/default_model/fast (--model default-fast)"
   exit 0
 fi
 [ "$STAGE" = "teacher" ] || { echo "usage: bash scripts/ship_default.sh teacher [--latest] | student" >&2; exit 2; }
@@ -59,4 +59,9 @@ cp -r "$PIPE" runs/teacher.tmp
 rm -rf runs/teacher.tmp/vae && cp -r "$VAE" runs/teacher.tmp/vae
 rm -f runs/teacher.tmp/vae/eval.json
 rm -rf runs/teacher && mv runs/teacher.tmp runs/teacher
-echo "teacher pipeline written to runs/teacher (next: videogen distill shapes_distill)"
+rm -rf videogen/default_model.tmp
+cp -r runs/teacher videogen/default_model.tmp
+if [ -d videogen/default_model/fast ]; then cp -r videogen/default_model/fast videogen/default_model.tmp/fast; fi
+rm -rf videogen/default_model && mv videogen/default_model.tmp videogen/default_model
+du -sh videogen/default_model
+echo "default model written to videogen/default_model; the teacher for videogen distill in runs/teacher"

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Reproduce the embedded default model from nothing, with the project's own code:
 #   shapes data (held-out pairs excluded) -> video VAE -> T5 tokenizer + encoder -> PoM DiT
-#   -> its clip-start fine-tune (2 stages) -> the teacher pipeline -> its 1-step student
-#   (`videogen distill`) -> videogen/default_model (package data, safetensors).
+#   -> its clip-start fine-tune (2 stages) -> a pipeline directory -> videogen/default_model
+#   (package data, safetensors), and its 1-step student (`videogen distill`) beside it.
 # Every stage resumes: rerun the script after any stop (a session's end, a crash) and it
 # picks up where it was. It runs on the 2-core CPU; on a GPU machine the same commands run
 # there (add train.mixed_precision=bf16 and a larger train.batch_size).
@@ -84,11 +84,19 @@ finetune() {  # CONFIG: cache once (into its data.cache_dir), then train (resume
 finetune configs/shapes_start.yaml
 finetune configs/shapes_whole.yaml
 
-# 4. the teacher: the EMA pipeline with the final VAE -> runs/teacher
+# 4. ship: the EMA pipeline with the final VAE becomes package data (and runs/teacher)
 bash scripts/ship_default.sh teacher
 
-# 5. the few-step student (configs/shapes_distill.yaml: 1 step without CFG, trained on its
-#    own streaming rollouts against the teacher's samples; resumes), then ship: the student
-#    becomes package data, the teacher's transformer beside it
-OMP_NUM_THREADS=2 videogen distill shapes_distill --resume latest
+# 5. the few-step student (configs/shapes_distill.yaml: 1 step, 2 for the first latent
+#    frame, no CFG, trained on its own streaming rollouts against the teacher's samples;
+#    resumes), shipped beside it as --model default-fast
+#    (three stages, the config's comments tell why; each resumes, a finished one is a no-op)
+distill() { OMP_NUM_THREADS=2 videogen distill shapes_distill "$@" --resume latest; }
+if [ ! -d runs/distill/checkpoint-000160 ]; then distill; fi
+if [ ! -d runs/distill/checkpoint-000230 ]; then
+  distill train.max_steps=230 distill.rollout_frames=8 distill.first_frame_steps=2
+fi
+distill train.max_steps=400 train.stop_at_step=250 train.ema_decay=0.9 distill.rollout_frames=16 distill.first_frame_steps=2
+videogen distill shapes_distill distill.first_frame_steps=2 --resume runs/distill/checkpoint-000250 \
+  --export runs/distill/pipeline
 bash scripts/ship_default.sh student

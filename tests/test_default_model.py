@@ -1,5 +1,6 @@
 """The embedded default model: package data in the pipeline layout, safetensors only, at most
-50 MB, loaded when no --model is given, and drawing the prompt's object."""
+50 MB (its distilled student beside it), loaded when no --model is given, and drawing the
+prompt's object."""
 
 import json
 import logging
@@ -38,42 +39,31 @@ def test_shipped_layout_and_size():
     for component in COMPONENTS:
         assert os.path.isdir(os.path.join(DEFAULT_MODEL_DIR, component)), component
     weights = [f for f in files if f.endswith(".safetensors")]
-    assert {os.path.basename(os.path.dirname(f)) for f in weights} == {"transformer", "vae", "text_encoder", "teacher"}
+    assert {os.path.basename(os.path.dirname(f)) for f in weights} == {"transformer", "vae", "text_encoder", "fast"}
 
 
 @pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
-def test_default_is_the_one_step_student_and_its_teacher_is_reachable():
-    """The shipped default samples in 1 step without CFG (the distilled student); its 8-step,
-    guidance-3 teacher loads by name, with its own weights and settings."""
+def test_the_distilled_student_loads_by_name_with_its_own_settings(tmp_path):
+    """`--model default-fast`: the default pipeline with the 1-step student (2 steps for the
+    first latent frame, no CFG) of `videogen distill`, its own weights; it draws the prompt."""
     import torch
 
+    from videogen.data.video_io import read_video
+    from videogen.evaluation.shapes_scorer import score_video
     from videogen.pipelines.pipeline import load_pipeline
 
-    student = load_pipeline()
-    assert (student.config.steps, student.config.guidance) == (1, 1.0)
-    teacher = load_pipeline("default-teacher")
+    teacher, student = load_pipeline(), load_pipeline("default-fast")
     assert (teacher.config.steps, teacher.config.guidance) == (8, 3.0)
-    assert teacher.config.context_noise == student.config.context_noise
+    assert (student.config.steps, student.config.guidance, student.config.first_steps) == (1, 1.0, 2)
+    assert student.config.context_noise == teacher.config.context_noise
     pairs = zip(student.transformer.state_dict().values(), teacher.transformer.state_dict().values())
     assert any(not torch.equal(a, b) for a, b in pairs)
-
-
-@pytest.mark.skipif(not SHIPPED, reason="videogen/default_model is not built yet (scripts/train_default.sh)")
-def test_generate_without_model_draws_the_prompt(tmp_path):
-    """`videogen generate` with no --model: the object has the prompt's colour and shape and
-    moves its way (the README's own example; the model before the clip-start fine-tune moved
-    it left with this seed)."""
-    from videogen.evaluation.shapes_scorer import score_video
-    from videogen.data.video_io import read_video
-
-    out = tmp_path / "red.mp4"
+    out = tmp_path / "fast.mp4"
     prompt = "a red circle moving right"
-    done = subprocess.run([sys.executable, "-m", "videogen", "generate", prompt, "--frames", "33", "-o", str(out)],
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    done = subprocess.run([sys.executable, "-m", "videogen", "generate", prompt, "--model", "default-fast",
+                           "--frames", "33", "-o", str(out)], capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    video = read_video(str(out))
-    assert video.shape == (33, 64, 64, 3) and video.dtype == np.uint8
-    row = score_video(video, prompt)
+    row = score_video(read_video(str(out)), prompt)
     assert row["presence"] >= 0.9 and row["colour_ok"] and row["shape_ok"] and row["direction_ok"], row
 
 

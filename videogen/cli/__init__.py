@@ -61,8 +61,8 @@ def _add_generate(sub) -> None:
     p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving right'")
     p.add_argument("--frames", type=int, default=240, help="number of new video frames (default: 240)")
     p.add_argument("-o", "--output", default="out.mp4", help="output .mp4 or .gif (default: out.mp4)")
-    p.add_argument("--model", default=None, help="pipeline directory, or default-teacher (the embedded "
-                   "model's 8-step teacher); default: the embedded shapes model")
+    p.add_argument("--model", default=None, help="pipeline directory, or default-fast (the embedded "
+                   "model's 1-step distilled student); default: the embedded shapes model")
     p.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's; 1 disables)")
     p.add_argument("--context-noise", type=float, default=None,
@@ -252,8 +252,8 @@ def _add_serve(sub) -> None:
         """,
         _run_serve,
     )
-    p.add_argument("--model", default=None, help="pipeline directory, or default-teacher (the embedded "
-                   "model's 8-step teacher); default: the embedded shapes model")
+    p.add_argument("--model", default=None, help="pipeline directory, or default-fast (the embedded "
+                   "model's 1-step distilled student); default: the embedded shapes model")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default: 7860)")
     p.add_argument("--concurrency", type=int, default=1, help="generations at once per model (default: 1)")

@@ -34,7 +34,7 @@ logger = logging.getLogger("videogen")
 COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_model")
-DEFAULT_TEACHER = "default-teacher"  # --model name of the embedded model's teacher
+DEFAULT_FAST = "default-fast"  # --model name of the embedded model's distilled few-step student
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -169,9 +169,9 @@ def resolve_device_dtype(device: str, dtype: str):
 
 def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str = "float32") -> VideoGenPipeline:
     """Load a pipeline directory (default: the embedded shapes model), checking it first;
-    `default-teacher` is the embedded model's teacher (see `load_default_teacher`)."""
-    if model == DEFAULT_TEACHER:
-        return load_default_teacher(device, dtype)
+    `default-fast` is the embedded model's few-step student (see `load_default_fast`)."""
+    if model == DEFAULT_FAST:
+        return load_default_fast(device, dtype)
     dev, torch_dtype = resolve_device_dtype(device, dtype)
     if model is None:
         model = DEFAULT_MODEL_DIR
@@ -218,25 +218,25 @@ def load_pipeline(model: Optional[str] = None, device: str = "cpu", dtype: str =
     return pipe
 
 
-def load_default_teacher(device: str = "cpu", dtype: str = "float32") -> VideoGenPipeline:
-    """The embedded model's teacher: the default pipeline with the transformer it was
-    distilled from (default_model/teacher/) and that transformer's sampler settings
-    (teacher/sampling.json: 8 steps, guidance 3), for `--model default-teacher`."""
-    folder = os.path.join(DEFAULT_MODEL_DIR, "teacher")
+def load_default_fast(device: str = "cpu", dtype: str = "float32") -> VideoGenPipeline:
+    """The embedded model's distilled student (`videogen distill`): the default pipeline with
+    the student's transformer (default_model/fast/) and its sampler settings
+    (fast/sampling.json: 1 step, 2 for the first latent frame, no CFG), for `--model default-fast`."""
+    folder = os.path.join(DEFAULT_MODEL_DIR, "fast")
     if not os.path.isfile(os.path.join(folder, "sampling.json")):
-        raise UsageError("the embedded default model has no teacher beside it (default_model/teacher); "
+        raise UsageError("the embedded default model has no few-step student beside it (default_model/fast); "
                          "leave out --model to use the default model")
     pipe = load_pipeline(None, device, dtype)
     with open(os.path.join(folder, "sampling.json")) as f:
         settings = json.load(f)
-    teacher = PoMVideoDiT.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    student = PoMVideoDiT.from_pretrained(folder, local_files_only=True, use_safetensors=True)
     dev, torch_dtype = resolve_device_dtype(device, dtype)
     if torch_dtype == torch.float32:
-        teacher.to(dev)  # no dtype argument: diffusers warns on any cast
+        student.to(dev)  # no dtype argument: diffusers warns on any cast
     else:
-        teacher.to(dev, torch_dtype)
-    pipe.register_modules(transformer=teacher.eval())
-    pipe.register_to_config(first_steps=None, **{k: settings[k] for k in ("steps", "guidance", "context_noise")})
+        student.to(dev, torch_dtype)
+    pipe.register_modules(transformer=student.eval())
+    pipe.register_to_config(**{k: settings.get(k) for k in ("steps", "guidance", "context_noise", "first_steps")})
     return pipe
 
 
