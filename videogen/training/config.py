@@ -44,6 +44,12 @@ def finite(section: str, **values) -> None:
             raise UsageError(f"{section}.{name} must be a finite number{'s' if items is value else ''}, not {value}")
 
 
+def check_ema_decay(decay: float) -> None:
+    finite("train", ema_decay=decay)
+    if not 0 <= decay < 1:
+        raise UsageError(f"train.ema_decay must be in [0, 1) (0 disables EMA), not {decay}")
+
+
 @dataclass
 class LoopConfig:
     """The training loop's keys (training/loop.py). Steps are optimizer steps."""
@@ -118,8 +124,7 @@ class TrainConfig(LoopConfig):
             raise UsageError(f"train.teacher_forcing must be in [0, 1] (a share of steps), not {self.teacher_forcing}")
         if self.frame_positions_lr_mult <= 0:
             raise UsageError(f"train.frame_positions_lr_mult must be > 0, not {self.frame_positions_lr_mult}")
-        if not 0 <= self.ema_decay < 1:
-            raise UsageError(f"train.ema_decay must be in [0, 1) (0 disables EMA), not {self.ema_decay}")
+        check_ema_decay(self.ema_decay)
 
 
 @dataclass
@@ -189,9 +194,7 @@ class DistillTrainConfig(LoopConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        finite("train", ema_decay=self.ema_decay)
-        if not 0 <= self.ema_decay < 1:
-            raise UsageError(f"train.ema_decay must be in [0, 1) (0 disables EMA), not {self.ema_decay}")
+        check_ema_decay(self.ema_decay)
 
 
 @dataclass

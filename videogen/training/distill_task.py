@@ -42,7 +42,7 @@ from videogen.diffusion.sampler import euler_sigmas, even_sigmas
 from videogen.errors import UsageError
 from videogen.training.components import freeze
 from videogen.training.config import DistillRunConfig, load_distill_config
-from videogen.training.ema import EMA
+from videogen.training.ema import EMA, EMAHooks
 from videogen.training.loop import Task, adamw_cosine, run
 from videogen.training.seeding import step_generator
 from videogen.utils.textfile import utf8_lines
@@ -128,7 +128,7 @@ def training_prompts(path: Optional[str]) -> list:
 
 
 # ------------------------------------------------------------------------------- the task
-class DistillTask(Task):
+class DistillTask(EMAHooks, Task):
     """The student's rollouts, the teacher's targets on them, the regression, EMA, export."""
 
     name = "distill"
@@ -178,14 +178,6 @@ class DistillTask(Task):
         self.ema = EMA(acc.unwrap_model(model), self.t.ema_decay) if self.t.ema_decay > 0 else None
         return model, optimizer, scheduler
 
-    def save_extra(self, directory: str) -> None:
-        if self.ema is not None:
-            self.ema.save(directory)
-
-    def load_extra(self, directory: str) -> None:
-        if self.ema is not None:
-            self.ema.load(directory)
-
     def begin(self, step: int, log) -> None:
         logger.info("distilling %s: %d-step student, teacher %d steps at guidance %g, rollouts of %d latent "
                     "frames, %d prompts, batch %d x %d", self.d.teacher, self.d.student_steps,
@@ -217,10 +209,6 @@ class DistillTask(Task):
         per_frame = (pred.detach() - target).pow(2).mean(dim=(0, 1, 3, 4))
         return {"loss": loss.detach(), "loss_first": per_frame[0], "loss_last": per_frame[-1],
                 "rollout_gap": (pred.detach() - rollout).abs().max()}
-
-    def after_optimizer_step(self) -> None:
-        if self.ema is not None:
-            self.ema.update(self.acc.unwrap_model(self.model))
 
     def export(self, step: int, out_dir: Optional[str], final: bool) -> dict:
         """The student pipeline (EMA weights where kept): the teacher's parts with the

@@ -32,7 +32,7 @@ from videogen.training.components import freeze, load_components
 from videogen.training.config import Config, load_config
 from videogen.training.dit_data import (BatchStream, Conditioner, check_data_source, check_sizes, make_dataset,
                                         make_loader)
-from videogen.training.ema import EMA
+from videogen.training.ema import EMA, EMAHooks
 from videogen.training.loop import Task, adamw_cosine, run
 from videogen.training.seeding import step_generator
 from videogen.utils.atomic import write_json
@@ -93,7 +93,7 @@ def make_optimizer(cfg: Config, model: torch.nn.Module, num_processes: int) -> t
     return adamw_cosine(t, params, num_processes)
 
 
-class DiTTask(Task):
+class DiTTask(EMAHooks, Task):
     """The DiT's data, flow-matching loss, EMA, sample videos and pipeline export."""
 
     name = "train"
@@ -137,14 +137,6 @@ class DiTTask(Task):
         self.ema = EMA(acc.unwrap_model(model), t.ema_decay) if t.ema_decay > 0 else None
         return model, optimizer, scheduler
 
-    def save_extra(self, directory: str) -> None:
-        if self.ema is not None:
-            self.ema.save(directory)
-
-    def load_extra(self, directory: str) -> None:
-        if self.ema is not None:
-            self.ema.load(directory)
-
     def begin(self, step: int, log) -> None:
         t, n = self.t, self.acc.num_processes
         self.stream = BatchStream(self.acc, self.loader, self.dataset, start=step * t.grad_accum)
@@ -165,10 +157,6 @@ class DiTTask(Task):
         loss = flow_loss(self.model, latents, text, mask, self.cfg, g)
         acc.backward(loss)
         return {"loss": loss.detach().float()}
-
-    def after_optimizer_step(self) -> None:
-        if self.ema is not None:
-            self.ema.update(self.acc.unwrap_model(self.model))
 
     def log_fields(self) -> dict:
         return {"epoch": self.stream.epoch}

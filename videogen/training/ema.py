@@ -55,3 +55,23 @@ class EMA:
             self.updates = int(f.metadata()["updates"])
             for name, s in zip(self.names, self.shadow):
                 s.copy_(f.get_tensor(name))
+
+
+class EMAHooks:
+    """The task hooks (training/loop.py `Task`) of a task that keeps `self.ema` (an EMA of
+    `self.model`, or None without one): updated after each optimizer step, saved in every
+    checkpoint, read back on resume. Mixed in before `Task`."""
+
+    ema: "EMA | None" = None
+
+    def after_optimizer_step(self) -> None:
+        if self.ema is not None:
+            self.ema.update(self.acc.unwrap_model(self.model))
+
+    def save_extra(self, directory: str) -> None:
+        if self.ema is not None:
+            self.ema.save(directory)
+
+    def load_extra(self, directory: str) -> None:
+        if self.ema is not None:
+            self.ema.load(directory)
