@@ -28,6 +28,19 @@ def write_report(name: str, report: dict, plot=None, directory: str = RESULTS) -
     return path
 
 
+def add_sampler_arguments(parser) -> None:
+    """--steps, --guidance and --context-noise: overrides of the pipeline's sampler settings."""
+    parser.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
+    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
+    parser.add_argument("--context-noise", type=float, default=None, help="commit noise level (default: the model's)")
+
+
+def sampler_overrides(args) -> dict:
+    """The sampler settings given on the command line (add_sampler_arguments), by pipeline key."""
+    given = (("steps", args.steps), ("guidance", args.guidance), ("context_noise", args.context_noise))
+    return {k: v for k, v in given if v is not None}
+
+
 def sampler_settings(model: str | None, overrides: dict) -> dict:
     """The sampler settings videos are made with: the pipeline's (model_index.json), then `overrides`."""
     import json

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
-from _common import RESULTS, figure, sampler_settings, write_report
+from _common import RESULTS, add_sampler_arguments, figure, sampler_overrides, sampler_settings, write_report
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = os.path.join(REPO, "data", "prompts_shapes.txt")
@@ -143,12 +143,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=1, help="every K-th prompt only (a quick look mid-training)")
     parser.add_argument("--name", default="default_quality", help="results/NAME.json and NAME.png")
     parser.add_argument("--out", default=RESULTS, help="directory for NAME.json and NAME.png (default: results/)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
-    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
-    parser.add_argument("--context-noise", type=float, default=None, help="commit noise level (default: the model's)")
+    add_sampler_arguments(parser)
     args = parser.parse_args()
-    overrides = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
-                                   ("context_noise", args.context_noise)) if v is not None}
+    overrides = sampler_overrides(args)
     settings = sampler_settings(args.model, overrides)
 
     with open(args.prompts) as f:

@@ -40,7 +40,8 @@ from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import RESULTS, figure, sampler_settings, write_report  # noqa: E402
+from _common import (RESULTS, add_sampler_arguments, figure, sampler_overrides,  # noqa: E402
+                     sampler_settings, write_report)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROMPTS = os.path.join(REPO, "data", "prompts_shapes.txt")
@@ -203,9 +204,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     parser.add_argument("--name", default="long_drift", help="NAME.json and NAME.png")
     parser.add_argument("--out", default=RESULTS, help="directory for NAME.json and NAME.png (default: results/)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
-    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
-    parser.add_argument("--context-noise", type=float, default=None, help="commit noise level (default: the model's)")
+    add_sampler_arguments(parser)
     args = parser.parse_args()
     for name, low in (("frames", 2), ("prompts", 1), ("window", 1), ("workers", 1)):
         if getattr(args, name) < low:
@@ -219,8 +218,7 @@ def main() -> None:
     from videogen.utils.textfile import utf8_lines
 
     args = parse_args()
-    overrides = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
-                                   ("context_noise", args.context_noise)) if v is not None}
+    overrides = sampler_overrides(args)
     settings = sampler_settings(args.model, overrides)
     lines = [line.strip() for line in utf8_lines(PROMPTS) if line.strip() and not line.startswith("#")]
     prompts = ordered_prompts(lines)[: args.prompts]

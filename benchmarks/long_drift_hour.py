@@ -47,7 +47,8 @@ import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from _common import RESULTS, figure, sampler_settings, write_report  # noqa: E402
+from _common import (RESULTS, add_sampler_arguments, figure, sampler_overrides,  # noqa: E402
+                     sampler_settings, write_report)
 from long_drift import curve_panel, line_style, summarise  # noqa: E402
 
 PROMPTS = ("a red circle moving right", "a cyan square moving up", "a purple triangle moving down")
@@ -247,9 +248,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=3, help="processes, one thread each")
     parser.add_argument("--name", default="long_drift_hour", help="NAME.json and NAME.png")
     parser.add_argument("--out", default=RESULTS, help="directory for NAME.json and NAME.png (default: results/)")
-    parser.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
-    parser.add_argument("--guidance", type=float, default=None, help="CFG scale (default: the model's)")
-    parser.add_argument("--context-noise", type=float, default=None, help="commit noise level (default: the model's)")
+    add_sampler_arguments(parser)
     args = parser.parse_args()
     for name, low in (("frames", 2), ("window", 1), ("workers", 1)):
         if getattr(args, name) < low:
@@ -259,8 +258,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    overrides = {k: v for k, v in (("steps", args.steps), ("guidance", args.guidance),
-                                   ("context_noise", args.context_noise)) if v is not None}
+    overrides = sampler_overrides(args)
     settings = sampler_settings(args.model, overrides)
     jobs = [(i, p, i, args.frames, args.window, overrides) for i, p in enumerate(PROMPTS)]
     os.makedirs(args.out, exist_ok=True)
