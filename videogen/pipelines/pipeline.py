@@ -76,24 +76,25 @@ class VideoGenPipeline(DiffusionPipeline):
                  width: Optional[int] = None, init_frames: Optional[Iterable] = None,
                  include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
                  recommit_frames: int = DEFAULT_RING,
-                 recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE) -> Iterator[np.ndarray]:
+                 recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE,
+                 decode_ahead: bool = True) -> Iterator[np.ndarray]:
         """Yield RGB frames (H, W, 3) uint8, each as soon as it is decoded: the given
         `init_frames` (any iterable of (H, W, 3) uint8; see `StreamSession`) unless
         `include_init_frames` is False, then `num_frames` new frames.
 
         steps, guidance and context_noise default to the pipeline's own (model_index.json).
         A `prompt_schedule` ('0:a red circle;120:a blue square') counts new frames; each
-        change comes in by `switch` ('recommit' or 'swap').
+        change comes in by `switch` ('recommit' or 'swap'). `decode_ahead` decodes each
+        latent frame on a second thread while the next is sampled: the same frames, sooner
+        (`StreamSession._iter_ahead`).
         """
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
         session = self.stream(schedule.pop(0)[1], num_frames, init_frames=init_frames,
                               include_init=include_init_frames, seed=seed, steps=steps, guidance=guidance,
                               context_noise=context_noise, switch=switch, ring=recommit_frames,
-                              recommit_noise=recommit_noise, height=height, width=width)
-        for frame in session:
-            yield frame
-            while schedule and schedule[0][0] <= session.generated:
-                session.set_prompt(schedule.pop(0)[1])
+                              recommit_noise=recommit_noise, height=height, width=width, schedule=schedule,
+                              decode_ahead=decode_ahead)
+        yield from session
 
 
 # ------------------------------------------------------------------------- components

@@ -25,6 +25,7 @@ import copy
 import logging
 import math
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Optional
 
 import numpy as np
@@ -102,7 +103,7 @@ class StreamSession:
                  steps: Optional[int] = None, guidance: Optional[float] = None,
                  context_noise: Optional[float] = None, switch: str = DEFAULT_SWITCH, ring: int = DEFAULT_RING,
                  recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE, height: Optional[int] = None,
-                 width: Optional[int] = None):
+                 width: Optional[int] = None, schedule: Iterable = (), decode_ahead: bool = False):
         if num_frames is not None and num_frames < 1:
             raise UsageError(f"--frames must be at least 1, not {num_frames}")
         check_switch(switch, ring, recommit_noise)
@@ -120,6 +121,12 @@ class StreamSession:
         self.init_frames, self.include_init = init_frames, include_init
         self.given = 0  # given frames used (committed)
         self.generated = 0  # new frames yielded so far
+        self.sampled = 0  # new frames whose latent frame is sampled (yielded, decoded or being decoded)
+        self._pushes = 0  # latent frames handed to the decoder, given ones included
+        self.schedule = deque(schedule)  # (new-frame index, prompt): prompt changes known in advance
+        if any(b[0] <= a[0] for a, b in zip(self.schedule, list(self.schedule)[1:])):
+            raise UsageError("a prompt schedule's frames must increase, e.g. [(120, 'a blue square')]")
+        self.decode_ahead = decode_ahead
         self._pending: Optional[str] = None
         self._resize_logged = False
         self._decoded: deque = deque()  # frames of the last latent not yet yielded
@@ -143,20 +150,82 @@ class StreamSession:
         if self.init_frames is not None:
             frames, self.init_frames = self.init_frames, None
             yield from self._prime(frames)
+        yield from (self._iter_ahead() if self.decode_ahead else self._iter_in_turn())
+
+    def _iter_in_turn(self) -> Iterator[np.ndarray]:
+        """Sample a latent frame, decode it, yield its frames; then the next."""
         while self.num_frames is None or self.generated < self.num_frames:
             if not self._decoded:
-                self._apply_pending()
-                latent = self.sampler.next(lookahead=not self._last_latent())
-                self._decoded.extend(frames_to_uint8(self.decoder.push(latent))[0])  # push casts to the VAE's dtype
+                self._decoded.extend(self._decode(self._sample_latent()))
             self.generated += 1
             yield self._decoded.popleft()
 
-    def _last_latent(self) -> bool:
-        """Whether the next latent frame gives the last frames wanted (then the sampler need
-        not take the first step of one more)."""
-        if self.num_frames is None:
-            return False
-        return self.num_frames - self.generated <= (1 if self.decoder.frames_pushed == 0 else self.temporal)
+    def _iter_ahead(self) -> Iterator[np.ndarray]:
+        """Decode on a second thread while the next latent frame is sampled (`decode_ahead`).
+
+        After the first latent frame (decoded and yielded at once: the time to the first
+        frame is as in turn), latent frame k + 1 is sampled while frame k decodes, and frame
+        k + 1 decodes while the frames of k are consumed. The frames are the same as in turn:
+        the decoder takes the latents in order, and a `schedule` comes in at the same latent
+        frames. A `set_prompt` call comes in one latent frame later than in turn, since the
+        next one is already sampled. On the CPU the threads are shared between the two: the
+        default model's DiT and decoder each run fastest on one thread of a 2-core machine
+        (0.59x the time of both in turn on two: benchmarks/cli_speed.py).
+        """
+        if self._decoded:
+            raise RuntimeError("decode_ahead needs a session whose decoded frames are all yielded")
+        threads = self._split_threads()
+        pool = ThreadPoolExecutor(1, thread_name_prefix="videogen-decode",
+                                  initializer=None if threads is None else torch.set_num_threads,
+                                  initargs=() if threads is None else (threads[1],))
+        inflight, first = None, True  # the decode of the latest latent frame sampled
+        try:
+            while self.num_frames is None or self.generated < self.num_frames:
+                if inflight is None:
+                    inflight = pool.submit(self._decode, self._sample_latent())
+                ahead = None if first or not self._wants_more() else self._sample_latent()
+                first = False
+                frames = inflight.result()
+                inflight = None if ahead is None else pool.submit(self._decode, ahead)
+                for frame in frames:
+                    if self.num_frames is not None and self.generated >= self.num_frames:
+                        break
+                    self.generated += 1
+                    yield frame
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)  # no decode runs on once the caller stops
+            if threads is not None:
+                torch.set_num_threads(threads[2])
+
+    def _split_threads(self) -> Optional[tuple]:
+        """(sampler's, decoder's, before) CPU threads for `_iter_ahead`: half each, the sampler
+        keeping the odd one; None off the CPU."""
+        if self.pipe.transformer.device.type != "cpu":
+            return None
+        before = torch.get_num_threads()
+        decoder = max(1, before // 2)
+        sampler = max(1, before - decoder)
+        torch.set_num_threads(sampler)  # this thread's; the decode thread sets its own
+        return sampler, decoder, before
+
+    def _wants_more(self) -> bool:
+        return self.num_frames is None or self.sampled < self.num_frames
+
+    def _decode(self, latent: torch.Tensor) -> list:
+        return list(frames_to_uint8(self.decoder.push(latent))[0])  # push casts to the VAE's dtype
+
+    def _sample_latent(self) -> torch.Tensor:
+        """The next latent frame, under the prompt due at its first frame (a pending
+        `set_prompt`, then the schedule's entries up to that frame)."""
+        while self.schedule and self.schedule[0][0] <= self.sampled:
+            self._pending = self.schedule.popleft()[1]
+        self._apply_pending()
+        frames = 1 if self._pushes == 0 else self.temporal
+        last = self.num_frames is not None and self.num_frames - self.sampled <= frames
+        latent = self.sampler.next(lookahead=not last)  # the last frames wanted need no step of one more
+        self._pushes += 1
+        self.sampled += frames
+        return latent
 
     def _apply_pending(self) -> None:
         if self._pending is not None and self._pending != self.prompt:
@@ -178,6 +247,7 @@ class StreamSession:
                 yield from frames_to_uint8(pixels)[0]
             latent = encoder.push(pixels)
             self.decoder.push(latent)  # warm the decoder's cache: the new frames continue these
+            self._pushes += 1
             latents.append(latent.to(self.pipe.transformer.dtype))
             if len(latents) == PRIME_CHUNK:
                 self.sampler.prime(torch.stack(latents, dim=2))
