@@ -42,14 +42,21 @@ def sampler_overrides(args) -> dict:
 
 
 def sampler_settings(model: str | None, overrides: dict) -> dict:
-    """The sampler settings videos are made with: the pipeline's (model_index.json), then `overrides`."""
+    """The sampler settings videos are made with: the pipeline's (model_index.json; for
+    `default-fast`, the student's fast/sampling.json), then `overrides`. Steps given on the
+    command line drop the pipeline's first-frame steps, as `generate --steps` does."""
     import json
 
-    from videogen.pipelines.pipeline import DEFAULT_MODEL_DIR
+    from videogen.pipelines.pipeline import DEFAULT_FAST, DEFAULT_MODEL_DIR
 
-    with open(os.path.join(model or DEFAULT_MODEL_DIR, "model_index.json")) as f:
+    with open(os.path.join(DEFAULT_MODEL_DIR if model in (None, DEFAULT_FAST) else model, "model_index.json")) as f:
         index = json.load(f)
-    return {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
+    if model == DEFAULT_FAST:
+        with open(os.path.join(DEFAULT_MODEL_DIR, "fast", "sampling.json")) as f:
+            index.update(json.load(f))
+    settings = {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
+    settings["first_steps"] = None if "steps" in overrides else index.get("first_steps")
+    return settings
 
 
 @contextlib.contextmanager

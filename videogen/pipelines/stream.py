@@ -96,6 +96,10 @@ class StreamSession:
     include_init: yield the given frames (as resized) before the new ones.
     switch, ring, recommit_noise: how `set_prompt` comes in (module docstring); ring latent
     frames are re-committed at noise level recommit_noise (None: the context noise).
+    schedule: (new-frame index, prompt) pairs known in advance (`pipe(prompt_schedule=...)`):
+    each comes in at the latent frame a `set_prompt` right after that frame would.
+    decode_ahead: decode each latent frame on a second thread while the next one is sampled
+    (`_iter_ahead`): the same frames, sooner; a `set_prompt` comes in one latent frame later.
     """
 
     def __init__(self, pipe, prompt: str, num_frames: Optional[int] = None, *,

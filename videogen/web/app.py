@@ -2,7 +2,8 @@
 
 The page drives the pipelines' streaming session (`pipe.stream`), the same one the CLI's
 prompt schedule uses: a generator yields a preview as each frame is decoded, a second
-control calls `set_prompt` on the running session (effective at the next latent frame),
+control calls `set_prompt` on the running session (effective at the next latent frame not
+yet sampled: the session decodes each one on a second thread while it samples the next),
 and Gradio's queue serialises generations per model (design §11).
 
 Offline and safe by construction: analytics off, system fonts (no CDN), no share link,
@@ -156,7 +157,7 @@ class VideoApp:
             prompt, frames, seed, steps, guidance = self.check(prompt, frames, seed, steps, guidance)
             init = read_upload(upload)
             stream = self.pipe.stream(prompt, num_frames=frames, seed=seed, steps=steps, guidance=guidance,
-                                      init_frames=init)
+                                      init_frames=init, decode_ahead=True)
         except UsageError as err:
             raise gr.Error(str(err), print_exception=False) from None
         run = Run(stream, threading.Event())
@@ -199,7 +200,8 @@ class VideoApp:
             shutil.rmtree(out_dir, ignore_errors=True)
 
     def steer(self, new_prompt: str, request) -> str:
-        """Change the running stream's prompt; it takes effect at the next latent frame."""
+        """Change the running stream's prompt; it takes effect at the next latent frame not yet
+        sampled (with `decode_ahead`, the one after the frames being decoded)."""
         import gradio as gr
 
         run = self.sessions.get(request.session_hash)
