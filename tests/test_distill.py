@@ -154,3 +154,30 @@ def test_distill_errors_are_one_line(tiny_model, tmp_path):
     assert empty.returncode == 2 and "no prompts" in empty.stderr and "Traceback" not in empty.stderr
     bad = run_distill(tiny_model, tmp_path / "e", "distill.student_steps=0")
     assert bad.returncode == 2 and "student_steps" in bad.stderr
+
+
+def test_distill_goes_on_from_a_given_student_of_the_teachers_architecture(teacher, tmp_path):
+    from videogen.pipelines.pipeline import load_pipeline, save_pipeline
+    from videogen.training.components import init_pipeline
+
+    pipe = load_pipeline(teacher)
+    with torch.no_grad():  # a student: the teacher moved elsewhere
+        for p in pipe.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    student = str(tmp_path / "student")
+    save_pipeline(pipe, student)
+    ran = run_distill(teacher, tmp_path / "a", f"distill.student={student}", "train.max_steps=1",
+                      "train.lr=1e-12", "train.ema_decay=0")
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    weights = "transformer/diffusion_pytorch_model.safetensors"
+    out = load_file(tmp_path / "a" / "pipeline" / weights)
+    start, taught = load_file(os.path.join(student, weights)), load_file(os.path.join(teacher, weights))
+    assert all(torch.allclose(out[k], start[k], atol=1e-6) for k in out)  # from the student, not the teacher
+    assert any(not torch.allclose(out[k], taught[k], atol=1e-3) for k in out)
+
+    other = str(tmp_path / "other")
+    init_pipeline(other, config="tiny", overrides=["model.depth=1"], seed=0)
+    wrong = run_distill(teacher, tmp_path / "b", f"distill.student={other}")
+    assert wrong.returncode == 2 and "depth" in wrong.stderr and "Traceback" not in wrong.stderr
+    missing = run_distill(teacher, tmp_path / "c", f"distill.student={tmp_path / 'nowhere'}")
+    assert missing.returncode == 2 and "distill.student" in missing.stderr and "Traceback" not in missing.stderr

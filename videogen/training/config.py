@@ -161,6 +161,9 @@ class DistillConfig:
     """What `videogen distill` distils (training/distill_task.py)."""
 
     teacher: Optional[str] = None  # the teacher pipeline directory; the student starts as a copy of it
+    # Or the student starts from this pipeline's transformer (a directory, or `default-fast`
+    # for the embedded student) to go on distilling it; it must have the teacher's architecture
+    student: Optional[str] = None
     # A text file of prompts, one per line; null: the shapes-world captions (every caption
     # form of every colour-shape pair the teacher was trained on: the held-out pairs stay out)
     prompts: Optional[str] = None

@@ -141,6 +141,12 @@ class DistillTask(EMAHooks, Task):
         if not os.path.isfile(os.path.join(self.d.teacher, "model_index.json")):
             raise UsageError(f"distill.teacher '{self.d.teacher}' is not a pipeline directory (no model_index.json); "
                              "name one, e.g. distill.teacher=videogen/default_model")
+        from videogen.pipelines.pipeline import DEFAULT_FAST
+
+        student = self.d.student
+        if student is not None and student != DEFAULT_FAST and not os.path.isfile(os.path.join(student, "model_index.json")):
+            raise UsageError(f"distill.student '{student}' is not a pipeline directory (no model_index.json); name one, "
+                             f"or {DEFAULT_FAST} for the embedded student, or leave it out to start from the teacher")
         self.prompts = training_prompts(self.d.prompts)
 
     def outputs(self) -> list:
@@ -159,7 +165,8 @@ class DistillTask(EMAHooks, Task):
         self.acc = acc
         self.pipe = pipe = load_pipeline(d.teacher)
         self.teacher = freeze(pipe.transformer, acc.device, torch.float32)
-        student = copy.deepcopy(pipe.transformer).float().to(acc.device).train().requires_grad_(True)
+        student = copy.deepcopy(pipe.transformer) if d.student is None else self._student_start(pipe.transformer)
+        student = student.float().to(acc.device).train().requires_grad_(True)
         settings = sampler_settings(pipe.config, d.teacher_steps, d.teacher_guidance, None)
         self.level, self.guidance = settings.context_noise, settings.guidance
         self.teacher_sigmas = euler_sigmas(pipe.scheduler, settings.steps)
@@ -177,6 +184,18 @@ class DistillTask(EMAHooks, Task):
         self.model = model
         self.ema = EMA(acc.unwrap_model(model), self.t.ema_decay) if self.t.ema_decay > 0 else None
         return model, optimizer, scheduler
+
+    def _student_start(self, teacher) -> torch.nn.Module:
+        """`distill.student`'s transformer, checked against the teacher's architecture."""
+        from videogen.pipelines.pipeline import load_pipeline
+
+        start = load_pipeline(self.d.student).transformer
+        ours, theirs = dict(start.config), dict(teacher.config)
+        differ = sorted(k for k in set(ours) | set(theirs) if not k.startswith("_") and ours.get(k) != theirs.get(k))
+        if differ:
+            raise UsageError(f"distill.student '{self.d.student}' is not the teacher's architecture ({differ[0]}: "
+                             f"{ours.get(differ[0])!r} against {theirs.get(differ[0])!r}); name a student of this teacher")
+        return start
 
     def begin(self, step: int, log) -> None:
         logger.info("distilling %s: %d-step student, teacher %d steps at guidance %g, rollouts of %d latent "
