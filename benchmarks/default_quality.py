@@ -14,7 +14,8 @@ results/default_quality.png, a contact sheet of frames 0, 60, 120, 180, 239 of 8
 --steps, --guidance and --context-noise override the pipeline's own sampler settings (its
 model_index.json); the JSON records the settings used either way.
 
-Workers are processes of one thread each (the 2-core machine runs two prompts at once).
+Workers are processes of one thread each (the 2-core machine runs two prompts at once),
+each decoding in turn (decode_ahead=False: the cores are busy already; the frames are the same).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def _generate(job: tuple) -> tuple:
 
     index, prompt, seed, frames, overrides = job
     start = time.perf_counter()
-    video = np.stack(list(_pipe(prompt, frames, seed=seed, **overrides)))
+    video = np.stack(list(_pipe(prompt, frames, seed=seed, decode_ahead=False, **overrides)))
     seconds = time.perf_counter() - start
     row = score_video(video, prompt)
     row["seed"] = seed

@@ -24,7 +24,8 @@ bar limits, and the first and last frame of each video).
 A shorter run (--frames) scales the windows down (a tenth of the video, drift.drift_window)
 and only previews the bars, which are the issue's at 2,400 frames. --steps, --guidance and
 --context-noise override the pipeline's sampler settings; the JSON records those used.
-Workers are processes of one thread each; 24 x 2,400 frames take ~40 minutes on 2 cores.
+Workers are processes of one thread each, decoding in turn (the cores are busy already);
+24 x 2,400 frames take ~40 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def _generate(job: tuple) -> tuple:
 
     index, prompt, seed, frames, window, overrides = job
     start = time.perf_counter()
-    video = np.stack(list(_pipe(prompt, frames, seed=seed, **overrides)))
+    video = np.stack(list(_pipe(prompt, frames, seed=seed, decode_ahead=False, **overrides)))
     seconds = time.perf_counter() - start
     det = detect(video)
     shapes = score_video(video, prompt, det)

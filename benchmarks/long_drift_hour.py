@@ -28,7 +28,8 @@ ratio and RSS per window for the three prompts, and the hour-long sheet: frames 
     python benchmarks/long_drift_hour.py [--model DIR] [--frames 28800] [--window 240] [--workers 3]
     python benchmarks/long_drift_hour.py --frames 960 --window 96 --workers 1 --out /tmp/hour_check   # a check
 
-Workers are processes of one thread each; three on two cores finish together, sooner than
+Workers are processes of one thread each, decoding in turn (the cores are busy already);
+three on two cores finish together, sooner than
 two then one. --steps, --guidance and --context-noise override the pipeline's sampler
 settings; the JSON records those used.
 """
@@ -92,7 +93,7 @@ def _generate(job: tuple) -> tuple:
     loaded_mb = process.memory_info().rss / 2**20
     start, scoring, done = time.perf_counter(), 0.0, 0
     a, b = acc.next_window()
-    for f, frame in enumerate(_pipe(prompt, frames, seed=seed, **overrides)):
+    for f, frame in enumerate(_pipe(prompt, frames, seed=seed, decode_ahead=False, **overrides)):
         if buffer is None:
             buffer = np.empty((max(e - s for s, e in acc.bounds), *frame.shape), frame.dtype)
         buffer[f - a] = frame
