@@ -45,3 +45,17 @@ def data(tmp_path_factory):
                  "train.max_steps=6", "train.warmup_steps=2"]
     cache_dataset("tiny", overrides)
     return {"root": root, "shapes": shapes, "overrides": overrides}
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    """The tiny pipeline, its DiT off its zero init: a fresh DiT's AdaLN-zero branches are
+    closed (its output ignores the prompt), so open them."""
+    from videogen.pipelines.pipeline import load_pipeline
+
+    pipe = load_pipeline(tiny_model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in pipe.transformer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return pipe

@@ -10,18 +10,6 @@ import torch
 
 from videogen.data.shapes import render_clip
 from videogen.errors import UsageError
-from videogen.pipelines.pipeline import load_pipeline
-
-
-@pytest.fixture(scope="module")
-def pipe(tiny_model):
-    """A fresh DiT's AdaLN-zero branches are closed (its output ignores the prompt): open them."""
-    pipe = load_pipeline(tiny_model)
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in pipe.transformer.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return pipe
 
 
 @pytest.fixture
