@@ -43,20 +43,22 @@ def sampler_overrides(args) -> dict:
 
 def sampler_settings(model: str | None, overrides: dict) -> dict:
     """The sampler settings videos are made with: the pipeline's (model_index.json; for
-    `default-fast`, the student's fast/sampling.json), then `overrides`. Steps given on the
-    command line drop the pipeline's first-frame steps, as `generate --steps` does."""
+    `default-fast`, the student's fast/sampling.json) with `overrides`, as a stream takes
+    them (`pipelines.stream.sampler_settings`: steps given drop the first-frame steps)."""
     import json
+    from dataclasses import asdict
 
-    from videogen.pipelines.pipeline import DEFAULT_FAST, DEFAULT_MODEL_DIR
+    from diffusers.configuration_utils import FrozenDict
+
+    from videogen.pipelines.pipeline import DEFAULT_FAST, DEFAULT_MODEL_DIR, default_fast_settings
+    from videogen.pipelines.stream import sampler_settings as stream_settings
 
     with open(os.path.join(DEFAULT_MODEL_DIR if model in (None, DEFAULT_FAST) else model, "model_index.json")) as f:
         index = json.load(f)
     if model == DEFAULT_FAST:
-        with open(os.path.join(DEFAULT_MODEL_DIR, "fast", "sampling.json")) as f:
-            index.update(json.load(f))
-    settings = {k: overrides.get(k, index.get(k)) for k in ("steps", "guidance", "context_noise")}
-    settings["first_steps"] = None if "steps" in overrides else index.get("first_steps")
-    return settings
+        index.update(default_fast_settings())
+    return asdict(stream_settings(FrozenDict(index), overrides.get("steps"), overrides.get("guidance"),
+                                  overrides.get("context_noise")))
 
 
 @contextlib.contextmanager

@@ -35,6 +35,8 @@ COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 PICKLE_WEIGHTS = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 DEFAULT_MODEL_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "default_model")
 DEFAULT_FAST = "default-fast"  # --model name of the embedded model's distilled few-step student
+DEFAULT_FAST_DIR = os.path.join(DEFAULT_MODEL_DIR, "fast")  # its transformer and sampling.json
+SAMPLER_KEYS = ("steps", "guidance", "context_noise", "first_steps")  # a pipeline's sampler settings
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
 
@@ -223,22 +225,36 @@ def load_default_fast(device: str = "cpu", dtype: str = "float32") -> VideoGenPi
     """The embedded model's distilled student (`videogen distill`): the default pipeline with
     the student's transformer (default_model/fast/) and its sampler settings
     (fast/sampling.json: 1 step, 2 for the first latent frame, no CFG), for `--model default-fast`."""
-    folder = os.path.join(DEFAULT_MODEL_DIR, "fast")
-    if not os.path.isfile(os.path.join(folder, "sampling.json")):
-        raise UsageError("the embedded default model has no few-step student beside it (default_model/fast); "
-                         "leave out --model to use the default model")
+    settings = default_fast_settings()
     pipe = load_pipeline(None, device, dtype)
-    with open(os.path.join(folder, "sampling.json")) as f:
-        settings = json.load(f)
-    student = PoMVideoDiT.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    student = load_transformer(DEFAULT_FAST_DIR)
     dev, torch_dtype = resolve_device_dtype(device, dtype)
     if torch_dtype == torch.float32:
         student.to(dev)  # no dtype argument: diffusers warns on any cast
     else:
         student.to(dev, torch_dtype)
     pipe.register_modules(transformer=student.eval())
-    pipe.register_to_config(**{k: settings.get(k) for k in ("steps", "guidance", "context_noise", "first_steps")})
+    pipe.register_to_config(**settings)
     return pipe
+
+
+def default_fast_settings() -> dict:
+    """The embedded student's sampler settings (default_model/fast/sampling.json), by SAMPLER_KEYS."""
+    path = os.path.join(DEFAULT_FAST_DIR, "sampling.json")
+    if not os.path.isfile(path):
+        raise UsageError("the embedded default model has no few-step student beside it (default_model/fast); "
+                         "leave out --model to use the default model")
+    with open(path) as f:
+        settings = json.load(f)
+    return {k: settings.get(k) for k in SAMPLER_KEYS}
+
+
+def load_transformer(folder: str) -> PoMVideoDiT:
+    """A DiT saved by `save_pretrained` (safetensors only), on the CPU in float32."""
+    try:
+        return PoMVideoDiT.from_pretrained(folder, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise UsageError(f"cannot load the transformer in '{folder}': {str(err).splitlines()[0]}") from None
 
 
 def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Optional[str] = None,

@@ -172,9 +172,10 @@ class StreamSession:
         k + 1 decodes while the frames of k are consumed. The frames are the same as in turn:
         the decoder takes the latents in order, and a `schedule` comes in at the same latent
         frames. A `set_prompt` call comes in one latent frame later than in turn, since the
-        next one is already sampled. On the CPU the threads are shared between the two: the
-        default model's DiT and decoder each run fastest on one thread of a 2-core machine
-        (0.59x the time of both in turn on two: benchmarks/cli_speed.py).
+        next one is already sampled. On the CPU the threads are shared between the two: on a
+        2-core machine the default model's DiT runs faster on one thread than on two, and its
+        decoder gains nothing from a second (`videogen generate`, 240 frames: 0.65x the
+        default's time of decoding in turn, benchmarks/results/cli_speed.json).
         """
         if self._decoded:
             raise RuntimeError("decode_ahead needs a session whose decoded frames are all yielded")

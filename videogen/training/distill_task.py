@@ -186,10 +186,12 @@ class DistillTask(EMAHooks, Task):
         return model, optimizer, scheduler
 
     def _student_start(self, teacher) -> torch.nn.Module:
-        """`distill.student`'s transformer, checked against the teacher's architecture."""
-        from videogen.pipelines.pipeline import load_pipeline
+        """`distill.student`'s transformer (only: the teacher's pipeline has every other part),
+        checked against the teacher's architecture."""
+        from videogen.pipelines.pipeline import DEFAULT_FAST, DEFAULT_FAST_DIR, load_transformer
 
-        start = load_pipeline(self.d.student).transformer
+        student = self.d.student
+        start = load_transformer(DEFAULT_FAST_DIR if student == DEFAULT_FAST else os.path.join(student, "transformer"))
         ours, theirs = dict(start.config), dict(teacher.config)
         differ = sorted(k for k in set(ours) | set(theirs) if not k.startswith("_") and ours.get(k) != theirs.get(k))
         if differ:
