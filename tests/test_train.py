@@ -421,3 +421,32 @@ def test_accelerate_configs_parse():
         kinds[name] = (str(config.distributed_type), config.num_processes, config.num_machines)
     assert kinds["cpu_2proc"] == ("DistributedType.MULTI_GPU", 2, 1)
     assert kinds["multi_node"][2] == 2 and kinds["fsdp"][0] == "DistributedType.FSDP"
+
+
+def test_start_loss_is_the_clip_start_trained_alone():
+    """train.start_loss_weight: the whole-clip loss plus, at that weight, a teacher-forced
+    loss on the first train.start_frames latent frames alone (the model sees them alone)."""
+    from videogen.models.dit import PoMVideoDiT
+    from videogen.training.config import load_config
+    from videogen.training.dit_task import _denoise_loss, flow_loss
+
+    torch.manual_seed(0)
+    model = PoMVideoDiT(in_channels=4, dim=32, depth=1, text_dim=8, frame_positions=4)
+    latents, text = torch.randn(2, 4, 5, 4, 4), torch.randn(2, 3, 8)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    seen = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: seen.append((args[0].shape[2], "context" in kwargs)),
+                                    with_kwargs=True)
+    cfg = load_config(TINY, ["train.start_loss_weight=0.5", "train.start_frames=2", "train.teacher_forcing=0"])
+    with torch.no_grad():
+        loss = flow_loss(model, latents, text, mask, cfg, torch.Generator().manual_seed(3))
+        g = torch.Generator().manual_seed(3)
+        whole = _denoise_loss(model, latents, text, mask, cfg, g, False)
+        start = _denoise_loss(model, latents[:, :, :2], text, mask, cfg, g, True)
+    assert seen[:2] == [(5, False), (2, True)]  # the whole clip, then frames 0-1 teacher-forced
+    assert torch.allclose(loss, whole + 0.5 * start) and start > 0
+    plain = load_config(TINY, ["train.teacher_forcing=0"])
+    with torch.no_grad():
+        assert torch.allclose(flow_loss(model, latents, text, mask, plain, torch.Generator().manual_seed(3)), whole)
+    with pytest.raises(UsageError, match="train.start_frames must be >= 1"):
+        load_config(TINY, ["train.start_frames=0"])

@@ -109,14 +109,21 @@ class TrainConfig(LoopConfig):
     # zero-initialised beside a conditioning of norm ~15, at the base rate they stay ~100x
     # smaller than it for a whole fine-tune
     frame_positions_lr_mult: float = 1.0
+    # the clip start trained jointly with the whole clip: each step adds, at this weight, a
+    # teacher-forced loss on the clip's first train.start_frames latent frames alone (the
+    # only place the caption's sign of motion holds: objects bounce every ~28 frames)
+    start_loss_weight: float = 0.0
+    start_frames: int = 2
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30% slower
 
     def __post_init__(self):
         super().__post_init__()
         finite("train", ema_decay=self.ema_decay, caption_dropout=self.caption_dropout,
                t_logit_mean=self.t_logit_mean, t_logit_std=self.t_logit_std, t_shift=self.t_shift,
-               teacher_forcing=self.teacher_forcing, frame_positions_lr_mult=self.frame_positions_lr_mult)
-        at_least("train", 1, sample_frames=self.sample_frames)
+               teacher_forcing=self.teacher_forcing, frame_positions_lr_mult=self.frame_positions_lr_mult,
+               start_loss_weight=self.start_loss_weight)
+        at_least("train", 1, sample_frames=self.sample_frames, start_frames=self.start_frames)
+        at_least("train", 0, start_loss_weight=self.start_loss_weight)
         at_least("train", 0, sample_every=self.sample_every)
         if not 0 <= self.caption_dropout < 1:
             raise UsageError(f"train.caption_dropout must be in [0, 1), not {self.caption_dropout}")

@@ -61,11 +61,25 @@ def flow_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tens
     With probability train.teacher_forcing the step is teacher-forced instead: every frame
     is denoised on the clean frames before it, re-noised to sampling.context_noise, which is
     exactly what the streaming sampler commits (twice the compute of a plain step).
+    With train.start_loss_weight > 0, the clip's first train.start_frames latent frames are
+    also trained alone, teacher-forced, and that loss is added at that weight: the clip
+    start trained jointly with the whole clip.
     """
     t_cfg = cfg.train
-    b, _, f = latents.shape[:3]
     teacher = t_cfg.teacher_forcing > 0 and (  # no draw when off: earlier runs resume unchanged
         torch.rand(1, generator=generator, device=latents.device).item() < t_cfg.teacher_forcing)
+    loss = _denoise_loss(model, latents, text, mask, cfg, generator, teacher)
+    if t_cfg.start_loss_weight > 0:
+        start = latents[:, :, :t_cfg.start_frames]
+        loss = loss + t_cfg.start_loss_weight * _denoise_loss(model, start, text, mask, cfg, generator, True)
+    return loss
+
+
+def _denoise_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, cfg: Config,
+                  generator: torch.Generator, teacher: bool) -> torch.Tensor:
+    """One flow-matching loss over (B, C, F, H, W) latents; teacher-forced or diffusion forcing."""
+    t_cfg = cfg.train
+    b, _, f = latents.shape[:3]
     t = sample_train_t(b, f, logit_mean=t_cfg.t_logit_mean, logit_std=t_cfg.t_logit_std, shift=t_cfg.t_shift,
                        generator=generator, device=latents.device)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
