@@ -123,8 +123,7 @@ class TrainConfig(LoopConfig):
                teacher_forcing=self.teacher_forcing, frame_positions_lr_mult=self.frame_positions_lr_mult,
                start_loss_weight=self.start_loss_weight)
         at_least("train", 1, sample_frames=self.sample_frames, start_frames=self.start_frames)
-        at_least("train", 0, start_loss_weight=self.start_loss_weight)
-        at_least("train", 0, sample_every=self.sample_every)
+        at_least("train", 0, sample_every=self.sample_every, start_loss_weight=self.start_loss_weight)
         if not 0 <= self.caption_dropout < 1:
             raise UsageError(f"train.caption_dropout must be in [0, 1), not {self.caption_dropout}")
         if not 0 <= self.teacher_forcing <= 1:
