@@ -57,8 +57,12 @@ def sampler_settings(model: str | None, overrides: dict) -> dict:
         index = json.load(f)
     if model == DEFAULT_FAST:
         index.update(default_fast_settings())
-    return asdict(stream_settings(FrozenDict(index), overrides.get("steps"), overrides.get("guidance"),
-                                  overrides.get("context_noise")))
+    settings = asdict(stream_settings(FrozenDict(index), overrides.get("steps"), overrides.get("guidance"),
+                                      overrides.get("context_noise")))
+    if index.get("contrast") and index.get("contrast_frames") and settings["guidance"] != 1.0:
+        # the contrast-guided start (StreamSession); unguided, there is no negative to contrast
+        settings.update(contrast=index["contrast"], contrast_frames=index["contrast_frames"])
+    return settings
 
 
 @contextlib.contextmanager

@@ -24,7 +24,10 @@ Two measurements per model, side by side in one run:
 
 A model is LABEL=PIPELINE_DIR (empty: the embedded model), optionally ,CHECKPOINT_DIR to
 use that training checkpoint's raw weights (model.safetensors) in the pipeline's
-transformer. Writes results/direction_probe.json and .png.
+transformer, optionally ;negative=TEXT to guide from that fixed negative prompt instead of
+the pipeline's own (its contrast prompt: "moving left" guided away from "moving right").
+The default compares the embedded model guided from the empty prompt (plain CFG) and from
+the contrast prompt, side by side. Writes results/direction_probe.json and .png.
 """
 
 from __future__ import annotations
@@ -43,27 +46,32 @@ MARGIN_PAIRS = {"sign": (("moving right", "moving left"), ("moving down", "movin
                 "axis": (("moving right", "moving down"), ("moving left", "moving up"))}
 
 
+DEFAULT_MODELS = ("plain CFG=;negative=", "contrast=")
+
+
 def load(spec: str):
-    """LABEL=PIPE[,CHECKPOINT] -> (label, pipeline)."""
+    """LABEL=PIPE[,CHECKPOINT][;negative=TEXT] -> (label, pipeline, negative prompt or None)."""
     from videogen.pipelines.pipeline import load_pipeline
     from videogen.training.checkpoint import load_weights
 
+    spec, fixed, negative = spec.partition(";negative=")
     label, _, where = spec.partition("=")
     pipe_dir, _, checkpoint = where.partition(",")
     pipe = load_pipeline(pipe_dir or None)
     if checkpoint:
         pipe.transformer.load_state_dict(load_weights(checkpoint, "model"))
-    return label or "shipped", pipe
+    return label or "shipped", pipe, (negative if fixed else None)
 
 
-def flip_test(pipe, seeds: int, frames: int) -> dict:
+def flip_test(pipe, seeds: int, frames: int, negative=None) -> dict:
     from videogen.evaluation.shapes_scorer import classify_motion, detect
 
     motion = {}
     for colour, shape in PAIRS:
         for seed in range(seeds):
             for d in DIRECTIONS:
-                video = np.stack(list(pipe(f"a {colour} {shape} moving {d}", frames, seed=seed)))
+                video = np.stack(list(pipe(f"a {colour} {shape} moving {d}", frames, seed=seed,
+                                           negative_prompt=negative)))
                 motion[(colour, shape, seed, d)] = classify_motion(detect(video))[0]
     right = [motion[k] == f"moving {k[3]}" for k in motion]
     same = [motion[(c, s, seed, a)] == motion[(c, s, seed, b)]
@@ -134,7 +142,8 @@ def plot(path: str, rows: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", help="LABEL=PIPELINE_DIR[,CHECKPOINT_DIR] (repeatable)")
+    parser.add_argument("--model", action="append",
+                        help="LABEL=PIPELINE_DIR[,CHECKPOINT_DIR][;negative=TEXT] (repeatable)")
     parser.add_argument("--seeds", type=int, default=4)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--clips", type=int, default=24, help="clip pairs per margin kind")
@@ -145,11 +154,12 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     rows = {}
-    for spec in args.model or ["shipped="]:
+    for spec in args.model or DEFAULT_MODELS:
         start = time.perf_counter()
-        label, pipe = load(spec)
+        label, pipe, negative = load(spec)
         context_noise = pipe.config.context_noise
-        rows[label] = {"model": spec, "flip": flip_test(pipe, args.seeds, args.frames),
+        rows[label] = {"model": spec, "negative_prompt": negative if negative is not None else "the pipeline's own",
+                       "flip": flip_test(pipe, args.seeds, args.frames, negative),
                        "margins": frame1_margins(pipe, args.clips, context_noise, t=1.0),
                        "context_noise": context_noise, "seconds": round(time.perf_counter() - start, 1)}
         r = rows[label]

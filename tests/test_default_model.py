@@ -9,7 +9,6 @@ import pathlib
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from videogen.pipelines.pipeline import COMPONENTS, DEFAULT_MODEL_DIR

@@ -108,14 +108,15 @@ def test_another_users_file_in_a_sticky_folder_is_refused(tmp_path, monkeypatch)
 
 
 # ------------------------------------------------------------------ 2. one line, exit 2
-@pytest.mark.parametrize("option", [[], ["--prompt-schedule", "0:a red circle \udcff"]])
+@pytest.mark.parametrize("option", [[], ["--prompt-schedule", "0:a red circle \udcff"],
+                                    ["--negative-prompt", "a red circle \udcff"]])
 def test_a_prompt_that_is_not_utf8_is_one_line(capsys, monkeypatch, option, tmp_path):
     import videogen.pipelines.pipeline as pipeline
 
     monkeypatch.setattr(pipeline, "generate_to_file", lambda **kw: pytest.fail("generated"))
     prompt = "\udcff\udcfe bad" if not option else "a red circle moving right"
     err = one_line_exit_2(capsys, ["generate", prompt, "-o", str(tmp_path / "o.mp4"), *option])
-    assert "UTF-8" in err and ("prompt-schedule" in err) == bool(option)
+    assert "UTF-8" in err and (option[0] in err if option else "the prompt" in err)
 
 
 @pytest.fixture
@@ -168,6 +169,8 @@ def test_an_unbalanced_quote_in_a_csv_names_its_line(tmp_path, row):
     ("train.output_dir=${nope}", "train.output_dir", "nope"),
     ("train.lr=abc", "train.lr", "float"),
     ("data.frames=xx", "data.frames", "int"),
+    ("sampling.contrast=[left]", "sampling.contrast", "mapping"),
+    ("data.size={a: 1}", "data.size", "[H, W]"),
 ])
 def test_a_bad_override_is_one_line_naming_the_key(override, key, expected):
     with pytest.raises(UsageError) as err:

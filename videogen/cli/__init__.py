@@ -65,6 +65,11 @@ def _add_generate(sub) -> None:
                    "model's 1-step distilled student); default: the embedded shapes model")
     p.add_argument("--steps", type=int, default=None, help="Euler steps per latent frame (default: the model's)")
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's; 1 disables)")
+    p.add_argument("--negative-prompt", default=None, metavar="TEXT",
+                   help="what guidance steers away from, for every frame (default: the empty prompt, "
+                        "except where the motion begins: there, for models that name opposite words, the "
+                        "prompt with its motion reversed, 'moving left' -> 'moving right', so the prompt "
+                        "sets the direction rather than the seed). --negative-prompt '' turns that off")
     p.add_argument("--context-noise", type=float, default=None,
                    help="noise level, in [0, 1), at which each finished latent frame is committed as "
                         "context for the next (default: the model's)")
@@ -103,7 +108,7 @@ def _add_streaming_options(p) -> None:
 
 
 def _run_generate(args) -> None:
-    check_utf8(args, "prompt", "prompt_schedule")
+    check_utf8(args, "prompt", "prompt_schedule", "negative_prompt")
     from videogen.pipelines.pipeline import generate_to_file
 
     generate_to_file(
@@ -113,6 +118,7 @@ def _run_generate(args) -> None:
         threads=args.threads, init_video=args.init_video, init_image=args.init_image,
         include_init_frames=not args.no_init_frames, switch=args.switch, recommit_frames=args.recommit_frames,
         recommit_noise=args.recommit_noise, height=args.height, width=args.width,
+        negative_prompt=args.negative_prompt,
     )
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from collections import deque
 from dataclasses import dataclass
-from typing import Optional
+from typing import Dict, Optional
 
 import torch
 
@@ -36,6 +36,11 @@ class SamplingConfig:
     shift: float = 3.0
     context_noise: float = 0.05
     fps: int = 8
+    # word -> its opposite (the pipeline's `contrast`): the first `contrast_frames` latent frames
+    # of a prompt naming one are guided away from the prompt with the opposite word instead of
+    # from the empty prompt (contrastive guidance); null or 0: always the empty one
+    contrast: Optional[Dict[str, str]] = None
+    contrast_frames: int = 0
 
 
 SWITCH_MODES = ("recommit", "swap")

@@ -46,20 +46,26 @@ class VideoGenPipeline(DiffusionPipeline):
 
     def __init__(self, transformer: PoMVideoDiT, vae, text_encoder, tokenizer, scheduler,
                  height: int = 64, width: int = 64, fps: int = 8, steps: int = 8, guidance: float = 3.0,
-                 context_noise: float = 0.05, max_text_length: int = 32, first_steps: Optional[int] = None):
+                 context_noise: float = 0.05, max_text_length: int = 32, first_steps: Optional[int] = None,
+                 contrast: Optional[dict] = None, contrast_frames: int = 0):
         super().__init__()
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler)
         # first_steps: the first latent frame's steps when it differs (a distilled student's)
+        # contrast: word -> its opposite. The first `contrast_frames` latent frames of a video
+        # made from a prompt alone are guided away from the prompt with the opposite word
+        # rather than from the empty prompt (contrastive guidance; `StreamSession`)
         self.register_to_config(height=height, width=width, fps=fps, steps=steps, guidance=guidance,
-                                context_noise=context_noise, max_text_length=max_text_length, first_steps=first_steps)
+                                context_noise=context_noise, max_text_length=max_text_length, first_steps=first_steps,
+                                contrast=contrast, contrast_frames=contrast_frames)
 
     # ---------------------------------------------------------------------------- text
-    def encode(self, prompt: str, guided: bool):
-        """One TextContext for a prompt: its rows, then the empty prompt's rows when guided."""
+    def encode(self, prompt: str, guided: bool, negative_prompt: Optional[str] = None):
+        """One TextContext for a prompt: its rows, then, when guided, the rows of the prompt
+        guidance steers away from (`negative_prompt`; None: the empty prompt)."""
         from videogen.models.text import encode_prompts
 
-        prompts = [prompt, ""] if guided else [prompt]
+        prompts = [prompt, negative_prompt or ""] if guided else [prompt]
         emb, mask = encode_prompts(self.tokenizer, self.text_encoder, prompts, self.config.max_text_length,
                                    device=self.transformer.device)
         with torch.no_grad():
@@ -79,7 +85,7 @@ class VideoGenPipeline(DiffusionPipeline):
                  include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
                  recommit_frames: int = DEFAULT_RING,
                  recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE,
-                 decode_ahead: bool = True) -> Iterator[np.ndarray]:
+                 decode_ahead: bool = True, negative_prompt: Optional[str] = None) -> Iterator[np.ndarray]:
         """Yield RGB frames (H, W, 3) uint8, each as soon as it is decoded: the given
         `init_frames` (any iterable of (H, W, 3) uint8; see `StreamSession`) unless
         `include_init_frames` is False, then `num_frames` new frames.
@@ -88,14 +94,16 @@ class VideoGenPipeline(DiffusionPipeline):
         A `prompt_schedule` ('0:a red circle;120:a blue square') counts new frames; each
         change comes in by `switch` ('recommit' or 'swap'). `decode_ahead` decodes each
         latent frame on a second thread while the next is sampled: the same frames, sooner
-        (`StreamSession._iter_ahead`).
+        (`StreamSession._iter_ahead`). `negative_prompt`: what guidance steers away from, for
+        every frame (None: the contrast prompt for the first `contrast_frames` latent frames of a
+        video from a prompt alone, where the pipeline names contrast words, then the empty prompt).
         """
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
         session = self.stream(schedule.pop(0)[1], num_frames, init_frames=init_frames,
                               include_init=include_init_frames, seed=seed, steps=steps, guidance=guidance,
                               context_noise=context_noise, switch=switch, ring=recommit_frames,
                               recommit_noise=recommit_noise, height=height, width=width, schedule=schedule,
-                              decode_ahead=decode_ahead)
+                              decode_ahead=decode_ahead, negative_prompt=negative_prompt)
         yield from session
 
 
@@ -137,7 +145,8 @@ def pipeline_from_components(cfg, components: dict) -> VideoGenPipeline:
     s = cfg.sampling
     height, width = size_hw(cfg.data.size)
     return VideoGenPipeline(**components, height=height, width=width, fps=s.fps, steps=s.steps,
-                            guidance=s.guidance, context_noise=s.context_noise, max_text_length=cfg.text.max_length)
+                            guidance=s.guidance, context_noise=s.context_noise, max_text_length=cfg.text.max_length,
+                            contrast=dict(s.contrast) if s.contrast else None, contrast_frames=s.contrast_frames)
 
 
 def save_pipeline(pipe: VideoGenPipeline, directory: str) -> None:
@@ -265,7 +274,8 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                      progress: bool = True, init_video: Optional[str] = None, init_image: Optional[str] = None,
                      include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
                      recommit_frames: int = DEFAULT_RING, recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE,
-                     height: Optional[int] = None, width: Optional[int] = None) -> str:
+                     height: Optional[int] = None, width: Optional[int] = None,
+                     negative_prompt: Optional[str] = None) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
@@ -302,13 +312,14 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
         pipe = load_pipeline(model, device, dtype)
         event("loaded")
-        warn_unknown_words(pipe.tokenizer, [text for _, text in parse_prompt_schedule(prompt_schedule)]
-                           if prompt_schedule else [prompt])
+        warn_unknown_words(pipe.tokenizer, ([text for _, text in parse_prompt_schedule(prompt_schedule)]
+                                            if prompt_schedule else [prompt]) + [negative_prompt or ""])
         writer.fps = fps or pipe.config.fps
         frames_iter = pipe(prompt, frames, steps=steps, guidance=guidance, context_noise=context_noise,
                            seed=seed, prompt_schedule=prompt_schedule, init_frames=init_frames,
                            include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames,
-                           recommit_noise=recommit_noise, height=height, width=width)
+                           recommit_noise=recommit_noise, height=height, width=width,
+                           negative_prompt=negative_prompt)
         write_frames(writer, frames_iter, None if init_frames is not None else frames, progress)
     event("done", frames=writer.frames_written)
     return output

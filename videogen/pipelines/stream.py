@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import re
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator, Optional
@@ -80,6 +81,22 @@ def check_switch(switch: str, ring: int, recommit_noise: Optional[float]) -> Non
         raise UsageError(f"--recommit-noise must be in [0, 1), not {recommit_noise}")
 
 
+def contrast_prompt(prompt: str, contrast: dict) -> str:
+    """The prompt with each word of `contrast` swapped for its opposite ("a red circle moving
+    left" -> "a red circle moving right"), or "" when it names none of them.
+
+    Guidance from such a prompt (contrastive guidance: v = v_contrast + w (v_prompt - v_contrast))
+    amplifies only what the two prompts differ in: here the sign of the motion, which the
+    default model otherwise took from the seed (`StreamSession`, benchmarks/direction_probe.py)."""
+    if not contrast:
+        return ""
+    table = {word.lower(): opposite for word, opposite in contrast.items()}
+    words = re.compile(r"\b(" + "|".join(re.escape(w) for w in sorted(table, key=len, reverse=True)) + r")\b",
+                       re.IGNORECASE)
+    swapped = words.sub(lambda m: table[m.group(0).lower()], prompt)
+    return "" if swapped == prompt else swapped
+
+
 def check_prompt(text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise UsageError("the prompt is empty; describe the video, e.g. \"a blue square moving left\"")
@@ -100,6 +117,16 @@ class StreamSession:
     each comes in at the latent frame a `set_prompt` right after that frame would.
     decode_ahead: decode each latent frame on a second thread while the next one is sampled
     (`_iter_ahead`): the same frames, sooner; a `set_prompt` comes in one latent frame later.
+    negative_prompt: what guidance steers away from, for this and every later prompt. None:
+    the empty prompt, except at the start of a video from a prompt alone (no init frames),
+    where the pipeline names `contrast` words: its latent frames 1 .. `contrast_frames` - 1
+    (where the motion begins) are guided away from the contrast prompt (`contrast_prompt`:
+    "moving left" from "moving right"), which sets the sign of the motion from the prompt
+    rather than the seed. Into and out of that window the frames in the ring are
+    re-committed into a fresh state under the new negative prompt, which (with
+    contrast_frames <= ring) is exactly the state a stream guided from it all along reaches
+    on those frames. After the start, the motion carries on (bounces included) under plain
+    guidance.
     """
 
     def __init__(self, pipe, prompt: str, num_frames: Optional[int] = None, *,
@@ -107,7 +134,8 @@ class StreamSession:
                  steps: Optional[int] = None, guidance: Optional[float] = None,
                  context_noise: Optional[float] = None, switch: str = DEFAULT_SWITCH, ring: int = DEFAULT_RING,
                  recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE, height: Optional[int] = None,
-                 width: Optional[int] = None, schedule: Iterable = (), decode_ahead: bool = False):
+                 width: Optional[int] = None, schedule: Iterable = (), decode_ahead: bool = False,
+                 negative_prompt: Optional[str] = None):
         if num_frames is not None and num_frames < 1:
             raise UsageError(f"--frames must be at least 1, not {num_frames}")
         check_switch(switch, ring, recommit_noise)
@@ -119,7 +147,15 @@ class StreamSession:
         latent_shape = (pipe.transformer.config.in_channels, self.height // spatial, self.width // spatial)
         self.guided = settings.guidance != 1.0
         self.prompt = check_prompt(prompt)
-        self.sampler = StreamingSampler(pipe.transformer, pipe.encode(self.prompt, self.guided), latent_shape,
+        if negative_prompt is not None and not isinstance(negative_prompt, str):
+            raise UsageError(f"the negative prompt must be text, not {type(negative_prompt).__name__}")
+        self.negative_prompt = negative_prompt
+        contrast, until = pipe.config.get("contrast") or {}, pipe.config.get("contrast_frames") or 0
+        # (a ring shorter than the window could not re-commit the whole start: no contrast then)
+        self.contrast_until = until if (contrast and self.guided and negative_prompt is None
+                                        and init_frames is None and ring >= until) else 0
+        self._contrasted = False  # the negative rows are a contrast prompt's
+        self.sampler = StreamingSampler(pipe.transformer, self._encode(self.prompt, 0), latent_shape,
                                         settings, pipe.scheduler, torch.Generator().manual_seed(seed), ring=ring)
         self.decoder = StreamingDecoder(pipe.vae)
         self.init_frames, self.include_init = init_frames, include_init
@@ -228,13 +264,39 @@ class StreamSession:
         frames = 1 if self._pushes == 0 else self.temporal
         last = self.num_frames is not None and self.num_frames - self.sampled <= frames
         latent = self.sampler.next(lookahead=not last)  # the last frames wanted need no step of one more
+        self._update_contrast()
         self._pushes += 1
         self.sampled += frames
         return latent
 
+    def _encode(self, prompt: str, frames: int):
+        """The text context of `prompt` for the latent frame after `frames` committed ones:
+        guided from its contrast prompt in the contrast window (`_in_contrast`)."""
+        negative = self.negative_prompt
+        if self._in_contrast(frames):
+            negative = contrast_prompt(prompt, self.pipe.config.contrast) or negative
+        self._contrasted = negative is not None and negative != self.negative_prompt
+        return self.pipe.encode(prompt, self.guided, negative)
+
+    def _in_contrast(self, frames: int) -> bool:
+        """Latent frames 1 .. contrast_frames - 1 are contrast-guided. Frame 0 is a still
+        image, with no motion to contrast: guided from the empty prompt, so its colour and
+        shape get the whole guidance."""
+        return 1 <= frames < self.contrast_until
+
+    def _update_contrast(self) -> None:
+        """Into and out of the contrast window: the ring re-committed into a fresh state under
+        the new negative prompt (at the context noise, with the frames' own commit noise), so
+        the state is exactly that of a stream guided from that negative all along."""
+        frames = self.sampler.frames
+        if self.contrast_until and self._contrasted != (self._in_contrast(frames)
+                                                        and bool(contrast_prompt(self.prompt, self.pipe.config.contrast))):
+            self.sampler.set_context(self._encode(self.prompt, frames), "recommit")
+
     def _apply_pending(self) -> None:
         if self._pending is not None and self._pending != self.prompt:
-            self.sampler.set_context(self.pipe.encode(self._pending, self.guided), self.switch, self.recommit_noise)
+            self.sampler.set_context(self._encode(self._pending, self.sampler.frames), self.switch,
+                                     self.recommit_noise)
             self.prompt = self._pending
         self._pending = None
 

@@ -85,6 +85,26 @@ def load_structured(schema: type, path: Optional[str], overrides: Optional[list]
         return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), *layers))
     except OmegaConfBaseException as err:
         raise UsageError(config_error(err)) from None
+    except TypeError:  # omegaconf's merge of a list into a mapping or back
+        key = _mismatched_container(schema, layers)
+        raise UsageError(f"config key '{key}' has a list where a mapping is expected, or the other way round: "
+                         "write mappings as {a: b} (e.g. sampling.contrast={left: right}) and lists as [a, b] "
+                         "(e.g. data.size=[64,64])") from None
+
+
+def _mismatched_container(schema: type, layers: list) -> str:
+    """The dotted key whose list or mapping the schema's merge refused ('?' if none alone is)."""
+    for layer in layers:
+        for section, values in OmegaConf.to_container(layer, resolve=False).items():
+            for key, value in (values.items() if isinstance(values, dict) else ()):
+                if isinstance(value, (dict, list)):
+                    try:
+                        OmegaConf.merge(OmegaConf.structured(schema), {section: {key: value}})
+                    except TypeError:
+                        return f"{section}.{key}"
+                    except OmegaConfBaseException:
+                        continue
+    return "?"
 
 
 # omegaconf's names for the types it could not convert a value to, as the YAML reader says them
