@@ -53,3 +53,37 @@ def test_cli_init_model_with_a_shipped_name_from_a_temp_folder(tmp_path):
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "model" / "model_index.json").is_file()
+
+
+def test_a_config_gives_only_what_differs_from_its_base(tmp_path, monkeypatch):
+    from dataclasses import asdict
+
+    from videogen.training.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "child.yaml").write_text("base: tiny\ntrain:\n  lr: 1.0e-3\nsampling:\n  contrast: {left: right}\n")
+    (tmp_path / "grandchild.yaml").write_text("base: child.yaml\ntrain:\n  max_steps: 7\n")  # beside it
+    tiny, child, grand = (asdict(load_config(p)) for p in ("tiny", "child.yaml", "grandchild.yaml"))
+    assert child["train"]["lr"] == 1e-3 and grand["train"]["lr"] == 1e-3 and grand["train"]["max_steps"] == 7
+    assert child["sampling"]["contrast"] == {"left": "right"}
+    tiny["train"]["lr"], tiny["sampling"]["contrast"] = 1e-3, {"left": "right"}
+    assert child == tiny  # the rest is the base's
+    assert asdict(load_config("grandchild.yaml", ["train.lr=2e-3"]))["train"]["lr"] == 2e-3  # overrides last
+    for stage in ("shapes_start", "shapes_whole", "shapes_joint"):  # the shipped stages build on shapes
+        assert asdict(load_config(stage))["model"]["dim"] == asdict(load_config("shapes"))["model"]["dim"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("base: loop.yaml\n", "its own base"),
+    ("base: 3\n", "must name a config"),
+    ("base: nowhere\n", "not found"),
+    ("base: tiny\ntrain:\n  lrr: 1\n", "did you mean 'train.lr'"),
+])
+def test_a_bad_base_is_one_line(tmp_path, monkeypatch, text, message):
+    from videogen.training.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "loop.yaml").write_text(text)
+    with pytest.raises(UsageError, match=message) as err:
+        load_config("loop.yaml")
+    assert len(str(err.value).splitlines()) == 1

@@ -6,7 +6,8 @@ section is a dataclass that lives beside the component it configures.
 
 `path` is a YAML file, or the name of a config shipped in videogen/configs ("tiny",
 "tiny.yaml", or "configs/tiny.yaml", the repo-root link's spelling), so that the shipped
-configs work from any folder and from an installed package.
+configs work from any folder and from an installed package. A file may start from another
+(`base: shapes`, `file_layers`) and give only what differs.
 """
 
 from __future__ import annotations
@@ -62,16 +63,34 @@ def check_keys(given: Any, schema: Any, prefix: str = "") -> None:
             check_keys(value, sub, f"{prefix}{key}.")
 
 
+def file_layers(path: str, example: str, seen: tuple = ()) -> list:
+    """The layers of a YAML file: those of the config its top-level `base:` names (a shipped
+    config's name, or a file path relative to this file), then its own keys, which replace
+    the base's (mappings merge key by key, lists are replaced whole)."""
+    real = os.path.realpath(path)
+    if real in seen:
+        chain = " -> ".join(os.path.basename(p) for p in (*seen, real))
+        raise UsageError(f"config '{path}' is its own base ({chain}): remove one of the base: lines")
+    try:
+        layer = OmegaConf.load(path)
+    except Exception as err:  # yaml errors come in many types
+        raise UsageError(f"config file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
+    if not isinstance(layer, dict) and not OmegaConf.is_dict(layer):
+        raise UsageError(f"config file '{path}' must hold sections (model:, train:, ...), not a list")
+    if "base" not in layer:
+        return [layer]
+    base = layer.pop("base")
+    if not isinstance(base, str) or not base:
+        raise UsageError(f"'base:' in '{path}' must name a config, e.g. base: shapes, not {base!r}")
+    beside = os.path.join(os.path.dirname(path), base)
+    base_path = beside if os.path.isfile(beside) else resolve_config(base, example)
+    return file_layers(base_path, example, (*seen, real)) + [layer]
+
+
 def load_structured(schema: type, path: Optional[str], overrides: Optional[list], example: str):
     """Read `path` (YAML) and `overrides` (['train.lr=1e-4', ...]) into dataclass `schema`,
     rejecting unknown keys with the nearest known one. `example` names a config for errors."""
-    layers = []
-    if path is not None:
-        path = resolve_config(path, example)
-        try:
-            layers.append(OmegaConf.load(path))
-        except Exception as err:  # yaml errors come in many types
-            raise UsageError(f"config file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
+    layers = [] if path is None else file_layers(resolve_config(path, example), example)
     for item in overrides or []:
         if "=" not in item:
             raise UsageError(f"override '{item}' must look like key=value, e.g. train.lr=1e-4")
