@@ -36,9 +36,9 @@ class SamplingConfig:
     shift: float = 3.0
     context_noise: float = 0.05
     fps: int = 8
-    # word -> its opposite (the pipeline's `contrast`): the first `contrast_frames` latent frames
-    # of a prompt naming one are guided away from the prompt with the opposite word instead of
-    # from the empty prompt (contrastive guidance); null or 0: always the empty one
+    # word -> its opposite (the pipeline's `contrast`): latent frames 1 .. contrast_frames - 1 of
+    # a prompt naming one (where the motion begins) are guided away from the prompt with the
+    # opposite word instead of from the empty prompt (contrastive guidance); null or 0: never
     contrast: Optional[Dict[str, str]] = None
     contrast_frames: int = 0
 

@@ -52,9 +52,9 @@ class VideoGenPipeline(DiffusionPipeline):
         self.register_modules(transformer=transformer, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
                               scheduler=scheduler)
         # first_steps: the first latent frame's steps when it differs (a distilled student's)
-        # contrast: word -> its opposite. The first `contrast_frames` latent frames of a video
-        # made from a prompt alone are guided away from the prompt with the opposite word
-        # rather than from the empty prompt (contrastive guidance; `StreamSession`)
+        # contrast: word -> its opposite. Latent frames 1 .. contrast_frames - 1 of a video made
+        # from a prompt alone (where the motion begins) are guided away from the prompt with the
+        # opposite word rather than from the empty prompt (contrastive guidance; `StreamSession`)
         self.register_to_config(height=height, width=width, fps=fps, steps=steps, guidance=guidance,
                                 context_noise=context_noise, max_text_length=max_text_length, first_steps=first_steps,
                                 contrast=contrast, contrast_frames=contrast_frames)
@@ -95,8 +95,8 @@ class VideoGenPipeline(DiffusionPipeline):
         change comes in by `switch` ('recommit' or 'swap'). `decode_ahead` decodes each
         latent frame on a second thread while the next is sampled: the same frames, sooner
         (`StreamSession._iter_ahead`). `negative_prompt`: what guidance steers away from, for
-        every frame (None: the contrast prompt for the first `contrast_frames` latent frames of a
-        video from a prompt alone, where the pipeline names contrast words, then the empty prompt).
+        every frame (None: the empty prompt, but the contrast prompt for latent frames 1 ..
+        contrast_frames - 1 of a video from a prompt alone, where the pipeline names contrast words).
         """
         schedule = parse_prompt_schedule(prompt_schedule) if prompt_schedule else [(0, prompt)]
         session = self.stream(schedule.pop(0)[1], num_frames, init_frames=init_frames,

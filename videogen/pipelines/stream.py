@@ -154,7 +154,7 @@ class StreamSession:
         # (a ring shorter than the window could not re-commit the whole start: no contrast then)
         self.contrast_until = until if (contrast and self.guided and negative_prompt is None
                                         and init_frames is None and ring >= until) else 0
-        self._contrasted = False  # the negative rows are a contrast prompt's
+        self._negative: Optional[str] = None  # the negative prompt the text context was built with
         self.sampler = StreamingSampler(pipe.transformer, self._encode(self.prompt, 0), latent_shape,
                                         settings, pipe.scheduler, torch.Generator().manual_seed(seed), ring=ring)
         self.decoder = StreamingDecoder(pipe.vae)
@@ -269,14 +269,19 @@ class StreamSession:
         self.sampled += frames
         return latent
 
-    def _encode(self, prompt: str, frames: int):
-        """The text context of `prompt` for the latent frame after `frames` committed ones:
-        guided from its contrast prompt in the contrast window (`_in_contrast`)."""
-        negative = self.negative_prompt
+    def _negative_for(self, prompt: str, frames: int) -> Optional[str]:
+        """What guidance steers away from for the latent frame after `frames` committed ones:
+        the contrast prompt in the contrast window (`_in_contrast`), where it has one, else
+        the session's negative prompt (None: the empty prompt)."""
         if self._in_contrast(frames):
-            negative = contrast_prompt(prompt, self.pipe.config.contrast) or negative
-        self._contrasted = negative is not None and negative != self.negative_prompt
-        return self.pipe.encode(prompt, self.guided, negative)
+            return contrast_prompt(prompt, self.pipe.config.contrast) or self.negative_prompt
+        return self.negative_prompt
+
+    def _encode(self, prompt: str, frames: int):
+        """The text context of `prompt` for the latent frame after `frames` committed ones;
+        `_negative` records the negative prompt it was built with."""
+        self._negative = self._negative_for(prompt, frames)
+        return self.pipe.encode(prompt, self.guided, self._negative)
 
     def _in_contrast(self, frames: int) -> bool:
         """Latent frames 1 .. contrast_frames - 1 are contrast-guided. Frame 0 is a still
@@ -289,8 +294,7 @@ class StreamSession:
         the new negative prompt (at the context noise, with the frames' own commit noise), so
         the state is exactly that of a stream guided from that negative all along."""
         frames = self.sampler.frames
-        if self.contrast_until and self._contrasted != (self._in_contrast(frames)
-                                                        and bool(contrast_prompt(self.prompt, self.pipe.config.contrast))):
+        if self.contrast_until and self._negative_for(self.prompt, frames) != self._negative:
             self.sampler.set_context(self._encode(self.prompt, frames), "recommit")
 
     def _apply_pending(self) -> None:

@@ -75,7 +75,7 @@ def file_layers(path: str, example: str, seen: tuple = ()) -> list:
         layer = OmegaConf.load(path)
     except Exception as err:  # yaml errors come in many types
         raise UsageError(f"config file '{path}' is not valid YAML: {err}".splitlines()[0]) from None
-    if not isinstance(layer, dict) and not OmegaConf.is_dict(layer):
+    if not OmegaConf.is_dict(layer):  # a YAML list or scalar
         raise UsageError(f"config file '{path}' must hold sections (model:, train:, ...), not a list")
     if "base" not in layer:
         return [layer]
