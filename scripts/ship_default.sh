@@ -4,12 +4,16 @@
 #   teacher: the DiT's EMA pipeline after its clip-start fine-tune, with the VAE swapped for
 #            the final one (same encoder, so the same latent space; a decoder trained
 #            longer) -> runs/teacher, which becomes videogen/default_model (8 steps, guidance 3)
+#   rollout: the transformer of runs/default_rollout/pipeline (configs/shapes_rollout.yaml: the
+#            teacher fine-tuned on its own streams against long-video drift) in place of
+#            videogen/default_model's; every other part and setting stays as shipped
 #   student: the transformer of runs/distill/pipeline (`videogen distill shapes_distill`: 1
 #            step, 2 for the first latent frame, no CFG) beside it, in default_model/fast/
 #            (`--model default-fast`). It becomes the default once it meets every bar of
 #            benchmarks/default_quality.py (results/default_quality_fast.json).
 #   bash scripts/ship_default.sh teacher    # finished runs: runs/default_whole/pipeline + runs/shapes_vae/export
 #   bash scripts/ship_default.sh teacher --latest   # runs still going: export their newest checkpoints first
+#   bash scripts/ship_default.sh rollout    # after configs/shapes_rollout.yaml
 #   bash scripts/ship_default.sh student    # after the distillation
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,7 +37,26 @@ PY
   echo "the few-step student written to videogen/default_model/fast (--model default-fast)"
   exit 0
 fi
-[ "$STAGE" = "teacher" ] || { echo "usage: bash scripts/ship_default.sh teacher [--latest] | student" >&2; exit 2; }
+if [ "$STAGE" = "rollout" ]; then
+  for need in runs/default_rollout/pipeline/transformer/config.json videogen/default_model/model_index.json; do
+    [ -f "$need" ] || { echo "ship_default: $need missing; run scripts/train_default.sh" >&2; exit 2; }
+  done
+  python - runs/default_rollout/pipeline/transformer/config.json videogen/default_model/transformer/config.json <<'PY'
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:])
+differ = sorted(k for k in set(a) | set(b) if not k.startswith("_") and a.get(k) != b.get(k))
+if differ:
+    sys.exit(f"ship_default: the rollout fine-tune is not the shipped transformer's architecture ({differ[0]})")
+PY
+  T=videogen/default_model/transformer
+  rm -rf "$T.tmp" && mkdir -p "$T.tmp"
+  cp "$T/config.json" runs/default_rollout/pipeline/transformer/diffusion_pytorch_model.safetensors "$T.tmp/"
+  rm -rf "$T.old" && mv "$T" "$T.old" && mv "$T.tmp" "$T" && rm -rf "$T.old"
+  du -sh videogen/default_model
+  echo "the rollout fine-tune's transformer written to $T"
+  exit 0
+fi
+[ "$STAGE" = "teacher" ] || { echo "usage: bash scripts/ship_default.sh teacher [--latest] | rollout | student" >&2; exit 2; }
 FREEZE=$(python -c "from videogen.training.config import load_vae_train_config as l; print(l('configs/shapes_vae.yaml').train.freeze_encoder_at)")
 PIPE=runs/default_whole/pipeline
 VAE=runs/shapes_vae/export

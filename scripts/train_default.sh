@@ -2,6 +2,7 @@
 # Reproduce the embedded default model from nothing, with the project's own code:
 #   shapes data (held-out pairs excluded) -> video VAE -> T5 tokenizer + encoder -> PoM DiT
 #   -> its clip-start fine-tune (2 stages) -> a pipeline directory -> videogen/default_model
+#   -> its fine-tune on its own streams (against long-video drift)
 #   (package data, safetensors), and its 1-step student (`videogen distill`) beside it.
 # Every stage resumes: rerun the script after any stop (a session's end, a crash) and it
 # picks up where it was. It runs on the 2-core CPU; on a GPU machine the same commands run
@@ -86,6 +87,15 @@ finetune configs/shapes_whole.yaml
 
 # 4. ship: the EMA pipeline with the final VAE becomes package data (and runs/teacher)
 bash scripts/ship_default.sh teacher
+# 4b. against long-video drift: configs/shapes_rollout.yaml fine-tunes runs/teacher on its
+#     own streams (97-frame clips, the first 2 latent frames primed, the other 23 streamed
+#     by the model, the clip's true frames learnt after them; 150 steps), and its
+#     transformer replaces the shipped one
+if [ ! -f data/shapes_long/metadata.csv ]; then
+  OMP_NUM_THREADS=2 videogen data shapes --out data/shapes_long --num 600 --frames 97 --size 64 --seed 7
+fi
+finetune configs/shapes_rollout.yaml
+bash scripts/ship_default.sh rollout
 
 # 5. the few-step student (configs/shapes_distill.yaml: 1 step, 2 for the first latent
 #    frame, no CFG, trained on its own streaming rollouts against the teacher's samples;

@@ -114,6 +114,15 @@ class TrainConfig(LoopConfig):
     # only place the caption's sign of motion holds: objects bounce every ~28 frames)
     start_loss_weight: float = 0.0
     start_frames: int = 2
+    # share of steps whose context is the model's own stream: the clip's first
+    # train.rollout_prime latent frames primed, the rest sampled by the model as the
+    # streaming sampler does (sampling.*), and the clip's true frames learnt after it
+    # (dit_task.rollout_context; a rollout costs about sampling.steps x 2 passes per frame)
+    rollout: float = 0.0
+    rollout_prime: int = 2
+    # a stream's frames trained only up to where it first leaves its clip by more than this
+    # (squared distance over the clip's object energy; dit_task.rollout_weights); null: all
+    rollout_tolerance: Optional[float] = None
     gradient_checkpointing: bool = False  # recompute block activations in backward: less memory, ~30% slower
 
     def __post_init__(self):
@@ -121,13 +130,18 @@ class TrainConfig(LoopConfig):
         finite("train", ema_decay=self.ema_decay, caption_dropout=self.caption_dropout,
                t_logit_mean=self.t_logit_mean, t_logit_std=self.t_logit_std, t_shift=self.t_shift,
                teacher_forcing=self.teacher_forcing, frame_positions_lr_mult=self.frame_positions_lr_mult,
-               start_loss_weight=self.start_loss_weight)
-        at_least("train", 1, sample_frames=self.sample_frames, start_frames=self.start_frames)
+               start_loss_weight=self.start_loss_weight, rollout=self.rollout)
+        at_least("train", 1, sample_frames=self.sample_frames, start_frames=self.start_frames,
+                 rollout_prime=self.rollout_prime)
         at_least("train", 0, sample_every=self.sample_every, start_loss_weight=self.start_loss_weight)
         if not 0 <= self.caption_dropout < 1:
             raise UsageError(f"train.caption_dropout must be in [0, 1), not {self.caption_dropout}")
         if not 0 <= self.teacher_forcing <= 1:
             raise UsageError(f"train.teacher_forcing must be in [0, 1] (a share of steps), not {self.teacher_forcing}")
+        if self.rollout_tolerance is not None and not self.rollout_tolerance > 0:
+            raise UsageError(f"train.rollout_tolerance must be > 0 (or null: every frame), not {self.rollout_tolerance}")
+        if not 0 <= self.rollout <= 1:
+            raise UsageError(f"train.rollout must be in [0, 1] (a share of steps), not {self.rollout}")
         if self.frame_positions_lr_mult <= 0:
             raise UsageError(f"train.frame_positions_lr_mult must be > 0, not {self.frame_positions_lr_mult}")
         check_ema_decay(self.ema_decay)

@@ -129,6 +129,16 @@ class Conditioner:
             self.uncond = (text.to(device), mask.to(device))
 
     @torch.no_grad()
+    def empty(self) -> tuple:
+        """The empty prompt's text (1, L, Dt) and mask (1, L): what guidance steers away from."""
+        if self.cached:
+            return self.uncond[0][None].float(), self.uncond[1][None]
+        from videogen.models.text import encode_prompts
+
+        text, mask = encode_prompts(self.tokenizer, self.text_encoder, [""], self.max_length, self.device)
+        return text.float(), mask
+
+    @torch.no_grad()
     def __call__(self, batch: dict, drop: torch.Tensor) -> tuple:
         if self.cached:
             latents = batch["latents"].float()

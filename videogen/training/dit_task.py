@@ -55,20 +55,27 @@ def train(config_path: Optional[str], overrides: Optional[list] = None, resume: 
 
 
 def flow_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, cfg: Config,
-              generator: torch.Generator) -> torch.Tensor:
+              generator: torch.Generator, context: Optional[torch.Tensor] = None,
+              weights: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Rectified-flow MSE with diffusion forcing: one t per latent frame, (B, F).
 
     With probability train.teacher_forcing the step is teacher-forced instead: every frame
     is denoised on the clean frames before it, re-noised to sampling.context_noise, which is
     exactly what the streaming sampler commits (twice the compute of a plain step).
+    Given `context` (B, C, F, H, W), already at the context noise (`rollout_context`: the
+    model's own stream), every frame of the clip is denoised on the frames of `context`
+    before it instead, and `weights` (B, F) (`rollout_weights`) weigh its frames.
     With train.start_loss_weight > 0, the clip's first train.start_frames latent frames are
     also trained alone, teacher-forced, and that loss is added at that weight: the clip
     start trained jointly with the whole clip.
     """
     t_cfg = cfg.train
-    teacher = t_cfg.teacher_forcing > 0 and (  # no draw when off: earlier runs resume unchanged
-        torch.rand(1, generator=generator, device=latents.device).item() < t_cfg.teacher_forcing)
-    loss = _denoise_loss(model, latents, text, mask, cfg, generator, teacher)
+    if context is not None:
+        loss = _denoise_loss(model, latents, text, mask, cfg, generator, True, context, weights)
+    else:
+        teacher = t_cfg.teacher_forcing > 0 and (  # no draw when off: earlier runs resume unchanged
+            torch.rand(1, generator=generator, device=latents.device).item() < t_cfg.teacher_forcing)
+        loss = _denoise_loss(model, latents, text, mask, cfg, generator, teacher)
     if t_cfg.start_loss_weight > 0:
         start = latents[:, :, :t_cfg.start_frames]
         loss = loss + t_cfg.start_loss_weight * _denoise_loss(model, start, text, mask, cfg, generator, True)
@@ -76,8 +83,11 @@ def flow_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tens
 
 
 def _denoise_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, cfg: Config,
-                  generator: torch.Generator, teacher: bool) -> torch.Tensor:
-    """One flow-matching loss over (B, C, F, H, W) latents; teacher-forced or diffusion forcing."""
+                  generator: torch.Generator, teacher: bool, context: Optional[torch.Tensor] = None,
+                  weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """One flow-matching loss over (B, C, F, H, W) latents; teacher-forced (on the clip's own
+    frames re-noised, or on `context`, already at the context noise) or diffusion forcing;
+    the frames weighed by `weights` (B, F) when given (a weighted mean of their MSEs)."""
     t_cfg = cfg.train
     b, _, f = latents.shape[:3]
     t = sample_train_t(b, f, logit_mean=t_cfg.t_logit_mean, logit_std=t_cfg.t_logit_std, shift=t_cfg.t_shift,
@@ -86,11 +96,70 @@ def _denoise_loss(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.
     noisy = add_noise(latents, noise, t)
     if teacher:
         t_context = torch.full_like(t, cfg.sampling.context_noise)
-        context_noise = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
-        pred = model(noisy, t, text, mask, context=add_noise(latents, context_noise, t_context), t_context=t_context)
+        if context is None:
+            noise_c = torch.randn(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+            context = add_noise(latents, noise_c, t_context)
+        pred = model(noisy, t, text, mask, context=context, t_context=t_context)
     else:
         pred = model(noisy, t, text, mask)
-    return F.mse_loss(pred.float(), velocity_target(latents, noise).float())
+    if weights is None:
+        return F.mse_loss(pred.float(), velocity_target(latents, noise).float())
+    per_frame = (pred.float() - velocity_target(latents, noise).float()).pow(2).mean(dim=(1, 3, 4))
+    return (per_frame * weights).sum() / weights.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def rollout_context(model, latents: torch.Tensor, text: torch.Tensor, mask: torch.Tensor, empty: tuple,
+                    cfg: Config, scheduler, seed: int) -> torch.Tensor:
+    """The context a stream gives itself after the clip's first train.rollout_prime latent
+    frames: those primed, then every later frame sampled by `model` on its own committed
+    frames before it, with the streaming sampler itself (sampling.steps, guidance and
+    context noise; noise drawn from `seed`). Returns (every frame as committed, re-noised to
+    the context noise: the `context` of `flow_loss`; every frame clean: the primed ones,
+    then the model's), (B, C, F, H, W) each.
+
+    Trained on it, the model learns the clip's true frames after its own mistakes rather
+    than after the clip's clean frames only (the exposure bias of teacher forcing, which
+    long streams show as drift); Self-Forcing trains in this setting.
+    """
+    from videogen.diffusion.sampler import SamplerSettings, StreamingSampler
+    from videogen.training.distill_task import padded_text
+
+    s, b, frames = cfg.sampling, latents.shape[0], latents.shape[2]
+    settings = SamplerSettings(steps=s.steps, guidance=s.guidance, context_noise=s.context_noise)
+    if settings.guidance != 1.0:
+        e, m = padded_text(*empty, text.shape[1])
+        text, mask = torch.cat([text, e.expand(b, -1, -1)]), torch.cat([mask, m.expand(b, -1)])
+    latent_shape = latents.shape[1:2] + latents.shape[3:]
+    sampler = StreamingSampler(model, model.encode_text(text, mask), latent_shape, settings, scheduler,
+                               torch.Generator().manual_seed(seed), batch=b, ring=frames)
+    prime = cfg.train.rollout_prime
+    sampler.prime(latents[:, :, :prime])
+    for k in range(prime, frames):
+        sampler.next(lookahead=k < frames - 1)
+    level = s.context_noise
+    clean, noise = (torch.stack(x, dim=2) for x in zip(*sampler.ring))
+    return (1 - level) * clean + level * noise, clean
+
+
+def rollout_weights(stream: torch.Tensor, latents: torch.Tensor, tolerance: Optional[float]) -> torch.Tensor:
+    """Which frames of a stream (B, C, F, H, W, clean) the loss trains, (B, F) float: those
+    up to where it first leaves the clip (`latents`) by more than `tolerance`, measured per
+    frame as the squared distance to the clip's frame over the clip's object energy (the
+    squared distance of its latents to each frame's spatial median, the background). All
+    frames when `tolerance` is None.
+
+    Why: a stream that drifts a little from its clip (its size, its axis) is what the loss
+    should pull back; one that has gone its own way (out of phase after a bounce, along its
+    axis: measured at up to 2x the object's energy 12 latent frames in) has a different
+    future from the clip's, and learning the clip's there teaches the model to hedge
+    between two places (ghosts, jumps)."""
+    if tolerance is None:
+        return torch.ones(latents.shape[0], latents.shape[2], device=latents.device)
+    background = latents.flatten(3).median(dim=3).values[..., None, None]
+    energy = (latents - background).pow(2).mean(dim=(1, 2, 3, 4)).clamp(min=1e-8)  # (B,)
+    distance = (stream - latents).pow(2).mean(dim=(1, 3, 4)) / energy[:, None]  # (B, F)
+    return ((distance <= tolerance).int().cumprod(dim=1)).float()
 
 
 def make_optimizer(cfg: Config, model: torch.nn.Module, num_processes: int) -> tuple:
@@ -168,9 +237,24 @@ class DiTTask(EMAHooks, Task):
         g = step_generator(acc.device, t.seed, step, micro, acc.process_index)
         drop = torch.rand(len(batch["caption"]), generator=g, device=acc.device) < t.caption_dropout
         latents, text, mask = self.cond(batch, drop)
-        loss = flow_loss(self.model, latents, text, mask, self.cfg, g)
+        context = weights = None
+        if t.rollout > 0 and torch.rand(1, generator=g, device=acc.device).item() < t.rollout:
+            self._check_rollout(latents.shape[2])
+            seed = int(torch.randint(2**62, (1,), generator=g, device=acc.device))
+            context, stream = rollout_context(acc.unwrap_model(self.model), latents, text, mask, self.cond.empty(),
+                                              self.cfg, self.components["scheduler"], seed)
+            weights = rollout_weights(stream, latents, t.rollout_tolerance)
+        loss = flow_loss(self.model, latents, text, mask, self.cfg, g, context, weights)
         acc.backward(loss)
-        return {"loss": loss.detach().float()}
+        out = {"loss": loss.detach().float()}
+        if weights is not None:  # the share of the streams' frames trained (the rest had left their clip)
+            out["rollout_kept"] = weights.mean()
+        return out
+
+    def _check_rollout(self, frames: int) -> None:
+        if self.t.rollout_prime >= frames:
+            raise UsageError(f"train.rollout_prime ({self.t.rollout_prime}) leaves nothing to roll out in clips of "
+                             f"{frames} latent frames; lower it or train on longer clips (data.frames)")
 
     def log_fields(self) -> dict:
         return {"epoch": self.stream.epoch}
