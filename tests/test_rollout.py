@@ -11,25 +11,16 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from videogen.diffusion.sampler import SamplerSettings, StreamingSampler
 from videogen.errors import UsageError
-from videogen.models.dit import PoMVideoDiT
 from videogen.training.config import load_config
 from videogen.training.dit_task import _denoise_loss, flow_loss, rollout_context, rollout_weights, train
 from videogen.training.logs import read_log
+
+from test_distill import make_model  # the same small DiT, off its zero-initialised gates
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = os.path.join(ROOT, "configs", "tiny.yaml")
 C, H, W, TEXT_DIM, FRAMES = 4, 8, 8, 16, 5
 LEVEL = 0.3
-
-
-def make_model(mixer, seed=0):
-    torch.manual_seed(seed)
-    model = PoMVideoDiT(in_channels=C, patch_size=2, dim=32, depth=2, mixer=mixer, text_dim=TEXT_DIM,
-                        frame_positions=2).eval()
-    with torch.no_grad():  # off the zero-initialised AdaLN gates, so every path is exercised
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 def rollout_cfg(prime):
