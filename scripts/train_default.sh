@@ -89,7 +89,8 @@ finetune configs/shapes_whole.yaml
 bash scripts/ship_default.sh teacher
 # 4b. against long-video drift: configs/shapes_rollout.yaml fine-tunes runs/teacher on its
 #     own streams (97-frame clips, the first 2 latent frames primed, the other 23 streamed
-#     by the model, the clip's true frames learnt after them; 150 steps), and its
+#     by the model, the clip's true frames learnt after them, the clip start trained alone
+#     beside it; 150 steps), and its
 #     transformer replaces the shipped one
 if [ ! -f data/shapes_long/metadata.csv ]; then
   OMP_NUM_THREADS=2 videogen data shapes --out data/shapes_long --num 600 --frames 97 --size 64 --seed 7
