@@ -124,8 +124,8 @@ def test_training_on_rollouts_runs_and_mistakes_are_one_line(data):
                                      "train.checkpoint_every=0", "train.rollout=1", "train.rollout_prime=1",
                                      "sampling.steps=2", "train.rollout_tolerance=1.0"]
     result = train(TINY, overrides)
-    losses = [r["loss"] for r in read_log(out / "log.jsonl")]
     log = read_log(out / "log.jsonl")
+    losses = [r["loss"] for r in log]
     assert result["step"] == 12 and len(losses) == 12 and all(np.isfinite(losses))
     assert all(0 < r["rollout_kept"] <= 1 for r in log)
     assert np.mean(losses[-4:]) < np.mean(losses[:4]), losses
