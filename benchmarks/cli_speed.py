@@ -13,11 +13,14 @@ only complete, under its name at the end), file in place. Import probes, in fres
 too, give the floor the start-up stands on: `import torch`, the classes a pipeline is made
 of (diffusers' AutoencoderKLWan, ModelMixin and scheduler, transformers' T5 encoder and
 tokenizer), and what `generate` imports before it loads the model. With --baseline REV, a git revision of this repository runs (a) and (b) as well,
-interleaved (its events only if it has them).
+interleaved (its events only if it has them). With --worker, a `videogen worker` started
+for the run serves (a) and (b) once more as worker_a and worker_b, interleaved with the
+others: the same commands, but their start-up is a thin client's (no torch import) and the
+models stay loaded; the worker idles, on no core, while the other runs go.
 
 Bars (issue 24): a <= 0.3x b end to end, a <= 6 s, time to the first frame <= 3 s (goal 1 s).
 
-    python benchmarks/cli_speed.py [--repeats 3] [--baseline REV]   # results/cli_speed.{json,png}
+    python benchmarks/cli_speed.py [--repeats 3] [--baseline REV] [--worker]   # results/cli_speed.{json,png}
 """
 
 from __future__ import annotations
@@ -64,14 +67,16 @@ def count_frames(path: str) -> int:
         return sum(1 for _ in container.decode(video=0))
 
 
-def run_cli(tree: str, args: list, frames: int, tmp: str) -> dict:
-    """One `videogen generate` in a fresh process: seconds from the launch to each event and
-    to the exit, the frames in the file, and the load average it started under."""
+def run_cli(tree: str, args: list, frames: int, tmp: str, worker: str = None) -> dict:
+    """One `videogen generate` in a fresh process (on the worker listening at `worker`, or on
+    none): seconds from the launch to each event and to the exit, the frames in the file,
+    and the load average it started under."""
     out, events = os.path.join(tmp, "out.mp4"), os.path.join(tmp, "events.jsonl")
     for path in (out, events):
         if os.path.exists(path):
             os.remove(path)
-    env = {**os.environ, "PYTHONPATH": tree, "OMP_WAIT_POLICY": "PASSIVE", "VIDEOGEN_EVENTS": events}
+    env = {**os.environ, "PYTHONPATH": tree, "OMP_WAIT_POLICY": "PASSIVE", "VIDEOGEN_EVENTS": events,
+           "VIDEOGEN_WORKER_SOCKET": worker or os.path.join(tmp, "no-worker.sock")}
     cmd = [sys.executable, "-m", "videogen", "generate", PROMPT, "--frames", str(frames), "-o", out] + args
     load = os.getloadavg()[0]
     start = time.time()
@@ -81,6 +86,22 @@ def run_cli(tree: str, args: list, frames: int, tmp: str) -> dict:
         with open(events) as f:
             run.update({e["event"]: e["time"] - start for e in map(json.loads, f)})
     return {"s": run, "frames_written": count_frames(out), "loadavg_1min": load}
+
+
+def start_worker(tmp: str) -> tuple:
+    """A `videogen worker` of this checkout on a socket in `tmp`, once it listens: (process, socket)."""
+    folder = os.path.join(tmp, "worker")
+    os.makedirs(folder, mode=0o700)
+    sock = os.path.join(folder, "w.sock")
+    env = {**os.environ, "PYTHONPATH": REPO, "OMP_WAIT_POLICY": "PASSIVE", "VIDEOGEN_WORKER_SOCKET": sock}
+    env.pop("VIDEOGEN_EVENTS", None)
+    process = subprocess.Popen([sys.executable, "-m", "videogen", "worker"], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    line = process.stdout.readline()
+    if "listening" not in line:
+        process.kill()
+        raise RuntimeError(f"the worker did not start: {line!r}")
+    return process, sock
 
 
 def probe(code: str) -> float:
@@ -107,6 +128,17 @@ def summarise(variants: dict, runs: dict, probes: dict) -> dict:
     summary = {"median_s": medians, "ratio_a_over_b": ratio, "median_pair_ratio_a_over_b": statistics.median(pairs),
                "bars": BARS, "passes": verdict,
                "import_probes_median_s": {k: statistics.median(v) for k, v in probes.items()}}
+    if "worker_a" in variants:
+        wa, wb = medians["worker_a"], medians["worker_b"]
+        summary["worker"] = {
+            "ratio_a_over_b": wa["exit"] / wb["exit"],
+            "median_pair_ratio_a_over_b": statistics.median(
+                [ra["s"]["exit"] / rb["s"]["exit"] for ra, rb in zip(runs["worker_a"], runs["worker_b"])]),
+            "ratio_a_over_cold_b": wa["exit"] / b["exit"],
+            "passes": {"ratio_a_over_b": wa["exit"] / wb["exit"] <= BARS["ratio_a_over_b"],
+                       "a_wall_s": wa["exit"] <= BARS["a_wall_s"],
+                       "a_first_frame_s": wa["first_frame"] is not None
+                       and wa["first_frame"] <= BARS["a_first_frame_s"]}}
     if "before_a" in variants:
         summary["after_over_before"] = {
             side: medians[side]["exit"] / medians[f"before_{side}"]["exit"] for side in ("a", "b")}
@@ -140,7 +172,10 @@ def plot(path: str, variants: dict, runs: dict, summary: dict, frames: int) -> N
             right.scatter(walls, [row] * len(walls), color=colours[row % len(colours)])
         right.set_yticks(range(len(names)), names)
         right.set_xlabel("wall seconds, each run")
-        right.set_title(f"a / b = {summary['ratio_a_over_b']:.2f} (bar {BARS['ratio_a_over_b']})")
+        title = f"a / b = {summary['ratio_a_over_b']:.2f}"
+        if "worker" in summary:
+            title += f", on the worker {summary['worker']['ratio_a_over_b']:.2f}"
+        right.set_title(f"{title} (bar {BARS['ratio_a_over_b']})")
 
 
 def main() -> None:
@@ -151,6 +186,7 @@ def main() -> None:
     parser.add_argument("--b-args", default="--steps 8 --guidance 3", help="generate options of run (b)")
     parser.add_argument("--baseline", default=None, metavar="REV", help="also time a git revision's (a) and (b)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs of (a) first (file caches)")
+    parser.add_argument("--worker", action="store_true", help="also time (a) and (b) on a warm `videogen worker`")
     parser.add_argument("--name", default="cli_speed")
     parser.add_argument("--note", default="", help="a line for the report, e.g. what else ran on the machine")
     args = parser.parse_args()
@@ -163,21 +199,35 @@ def main() -> None:
             os.makedirs(before)
             export_tree(args.baseline, before)
             variants.update({f"before_{k}": {"tree": before, "args": v["args"]} for k, v in list(variants.items())})
+        worker = start_worker(tmp) if args.worker else None
+        if worker:
+            variants.update({f"worker_{k}": {"tree": REPO, "args": variants[k]["args"], "worker": worker[1]}
+                             for k in ("a", "b")})
         runs, probes = {name: [] for name in variants}, {name: [] for name in PROBES}
-        for _ in range(args.warmup):
-            run_cli(REPO, variants["a"]["args"], args.frames, tmp)
-        for rep in range(args.repeats):
-            order = list(variants) if rep % 2 == 0 else list(reversed(variants))  # turns, swapped each repeat
-            for name in order:
-                run = run_cli(variants[name]["tree"], variants[name]["args"], args.frames, tmp)
-                runs[name].append(run)
-                print(f"repeat {rep} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in run["s"].items()), flush=True)
-            for name, code in PROBES.items():
-                probes[name].append(probe(code))
+        try:
+            for _ in range(args.warmup):
+                run_cli(REPO, variants["a"]["args"], args.frames, tmp)
+                for name in ("worker_a", "worker_b") if worker else ():  # each model loaded once on the worker
+                    run_cli(REPO, variants[name]["args"], args.frames, tmp, worker[1])
+            for rep in range(args.repeats):
+                order = list(variants) if rep % 2 == 0 else list(reversed(variants))  # turns, swapped each repeat
+                for name in order:
+                    run = run_cli(variants[name]["tree"], variants[name]["args"], args.frames, tmp,
+                                  variants[name].get("worker"))
+                    runs[name].append(run)
+                    print(f"repeat {rep} {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in run["s"].items()),
+                          flush=True)
+                for name, code in PROBES.items():
+                    probes[name].append(probe(code))
+        finally:
+            if worker:
+                worker[0].terminate()
+                worker[0].wait(timeout=60)
     summary = summarise(variants, runs, probes)
     report = {
         "command": f'videogen generate "{PROMPT}" --frames {args.frames} -o OUT.mp4 [ARGS]',
-        "variants": {name: {"args": v["args"], "tree": "this checkout" if v["tree"] == REPO else args.baseline}
+        "variants": {name: {"args": v["args"], "tree": "this checkout" if v["tree"] == REPO else args.baseline,
+                            "worker": "worker" in v}
                      for name, v in variants.items()},
         "repeats": args.repeats, "warmup_runs": args.warmup, "order": "alternating, the order reversed each repeat",
         "phases": dict(PHASES), "runs": runs, "import_probes_s": probes, **summary,

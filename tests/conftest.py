@@ -1,5 +1,12 @@
+import os
+import tempfile
+
 import pytest
 import torch
+
+# `videogen generate` runs in the tests' own processes, never on a `videogen worker` the
+# developer may have running (tests/test_worker.py starts its own, on sockets of its own).
+os.environ["VIDEOGEN_WORKER_SOCKET"] = os.path.join(tempfile.mkdtemp(prefix="videogen-tests-"), "none.sock")
 
 # Test models are tiny: one thread is faster than two (no sync overhead), and leaves
 # the second core to subprocesses the tests start.

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from videogen.diffusion.sampler import SamplerSettings, StreamingSampler, euler_sigmas, even_sigmas
 from videogen.models.dit import PoMVideoDiT
-from videogen.training.distill_task import parallel_sample, student_rollout
+from videogen.training.distill_task import parallel_sample, student_rollout, teacher_targets
 
 C, H, W, TEXT_DIM, FRAMES = 4, 8, 8, 16, 4
 
@@ -101,6 +101,36 @@ def test_teacher_targets_on_its_own_context_equal_its_guided_streaming_samples(m
         target = parallel_sample(model, noise, 0.8 * expected + 0.2 * commit, text[:1], mask[:1], sigmas, 0.2,
                                  guidance=2.5, empty=(text[1:, :1], mask[1:, :1]))
     assert (target - expected).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("mixer", ["pom", "attention"])
+def test_teacher_targets_with_the_contrast_start_equal_its_contrast_guided_stream(mixer):
+    """The teacher as `videogen generate` streams it by default: latent frame 1 guided
+    against the prompt with its motion reversed (the ring re-committed under that negative,
+    then back under the empty prompt), every other frame against the empty prompt. Its
+    parallel targets on its own context are those frames, and frame 1 is not plain CFG's."""
+    model = make_model(mixer, seed=6)
+    text = torch.randn(3, 5, TEXT_DIM)  # the prompt, its reversed-motion prompt, ""
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    settings = SamplerSettings(steps=2, guidance=3.0, context_noise=0.2)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    with torch.no_grad():
+        plain, contrasted = model.encode_text(text[[0, 2]], mask[[0, 2]]), model.encode_text(text[:2], mask[:2])
+        sampler = StreamingSampler(model, plain, (C, H, W), settings, scheduler, torch.Generator().manual_seed(7))
+        frames = [sampler.next()]
+        sampler.set_context(contrasted, "recommit")
+        frames.append(sampler.next())
+        sampler.set_context(plain, "recommit")
+        frames += [sampler.next() for _ in range(FRAMES - 2)]
+        expected = torch.stack(frames, dim=2)
+        noise, commit = sampler_draws(FRAMES, seed=7)
+        context, sigmas = 0.8 * expected + 0.2 * commit, euler_sigmas(scheduler, 2)
+        target = teacher_targets(model, noise, context, text[:1], mask[:1], sigmas, 0.2, 3.0,
+                                 (text[2:], mask[2:]), (text[1:2], mask[1:2]), until=2)
+        cfg = teacher_targets(model, noise, context, text[:1], mask[:1], sigmas, 0.2, 3.0, (text[2:], mask[2:]))
+    assert (target - expected).abs().max().item() <= 1e-5
+    assert (cfg[:, :, 1] - expected[:, :, 1]).abs().max().item() > 1e-3
+    assert (cfg[:, :, 2:] - expected[:, :, 2:]).abs().max().item() <= 1e-5
 
 
 @pytest.fixture(scope="module")

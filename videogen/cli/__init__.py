@@ -85,6 +85,8 @@ def _add_generate(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: torch's choice). Small models on a busy "
                         "machine run many times faster with --threads 1")
+    p.add_argument("--no-worker", action="store_true",
+                   help="run in this process even when a `videogen worker` is listening")
     p.set_defaults(func=_run_generate)
 
 
@@ -109,9 +111,7 @@ def _add_streaming_options(p) -> None:
 
 def _run_generate(args) -> None:
     check_utf8(args, "prompt", "prompt_schedule", "negative_prompt")
-    from videogen.pipelines.pipeline import generate_to_file
-
-    generate_to_file(
+    kwargs = dict(
         prompt=args.prompt, output=args.output, frames=args.frames, model=args.model,
         steps=args.steps, guidance=args.guidance, context_noise=args.context_noise, seed=args.seed, fps=args.fps,
         prompt_schedule=args.prompt_schedule, crf=args.crf, device=args.device, dtype=args.dtype,
@@ -120,6 +120,60 @@ def _run_generate(args) -> None:
         recommit_noise=args.recommit_noise, height=args.height, width=args.width,
         negative_prompt=args.negative_prompt,
     )
+    if not args.no_worker:
+        from videogen.cli.worker import WorkerFailed, generate_on_worker
+
+        try:
+            if generate_on_worker(kwargs):
+                return
+        except WorkerFailed as err:
+            print(f"videogen generate: {err}", file=sys.stderr)
+            sys.exit(1)
+    from videogen.pipelines.pipeline import generate_to_file
+
+    generate_to_file(**kwargs)
+
+
+# ------------------------------------------------------------------------------- worker
+def _add_worker(sub) -> None:
+    p = command(
+        sub, "worker", "keep the model loaded, so each `videogen generate` starts at once",
+        """
+        Load a model once and serve `videogen generate` runs from it. From a fresh
+        process, generate spends ~5 s importing torch, diffusers and transformers before
+        its first frame; while a worker listens, generate imports none of them: it sends
+        its arguments to the worker over a Unix socket (this user only), draws the
+        worker's progress bar, and its first frame comes in well under a second. The
+        file, its bytes and the errors are the same as without the worker; Ctrl-C in
+        generate stops the run and leaves nothing at the output path. Requests run one
+        at a time, in arrival order. generate --no-worker runs in its own process anyway.
+
+        The socket is videogen-<uid>/worker.sock under $XDG_RUNTIME_DIR or the temporary
+        folder ($VIDEOGEN_WORKER_SOCKET names another). It runs in the foreground:
+        Ctrl-C or SIGTERM stops it.
+
+        examples:
+          videogen worker &                 # then:
+          videogen generate "a red circle moving right" -o out.mp4
+          videogen worker --model default-fast --idle-exit 30
+        """,
+        _run_worker,
+    )
+    p.add_argument("--model", default=None, help="pipeline directory or default-fast, loaded and warmed "
+                   "before the socket opens (requests may name any other; the last two are kept); default: "
+                   "the embedded shapes model")
+    p.add_argument("--device", default="cpu", help="the warmed model's torch device (default: cpu)")
+    p.add_argument("--dtype", default="float32", help="the warmed model's dtype (default: float32)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--idle-exit", type=float, default=0, metavar="MINUTES",
+                   help="stop after this many minutes without a request (default: 0, never)")
+
+
+def _run_worker(args) -> None:
+    from videogen.pipelines.worker import serve_worker
+
+    serve_worker(model=args.model, device=args.device, dtype=args.dtype, threads=args.threads,
+                 idle_exit=args.idle_exit)
 
 
 # --------------------------------------------------------------------------- init-model
@@ -281,7 +335,7 @@ def _run_serve(args) -> None:
 # (utils/process.py: 1.5-2 s of CPU after a `generate`).
 QUICK_EXIT = ("generate",)
 
-COMMANDS = [_add_generate, _add_init_model, _add_data, add_cache, add_train, add_distill, _add_eval, add_train_vae,
+COMMANDS = [_add_generate, _add_worker, _add_init_model, _add_data, add_cache, add_train, add_distill, _add_eval, add_train_vae,
             _add_serve]
 
 

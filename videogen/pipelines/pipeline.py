@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from dataclasses import asdict
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -275,10 +275,13 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                      include_init_frames: bool = True, switch: str = DEFAULT_SWITCH,
                      recommit_frames: int = DEFAULT_RING, recommit_noise: Optional[float] = DEFAULT_RECOMMIT_NOISE,
                      height: Optional[int] = None, width: Optional[int] = None,
-                     negative_prompt: Optional[str] = None) -> str:
+                     negative_prompt: Optional[str] = None, loader: Optional[Callable] = None,
+                     on_frame: Optional[Callable[[int, Optional[int]], None]] = None) -> str:
     """`videogen generate`: stream frames from the pipeline into an MP4 or GIF, after the
     frames of `init_video` or the image `init_image` when given (continuation, image-to-video).
 
+    `loader(model, device, dtype)` gives the pipeline (default `load_pipeline`; the worker's
+    keeps them loaded); `on_frame(written, total)` follows the frames (raising stops the run).
     The file appears at `output` only when complete (temporary name, then rename). With
     VIDEOGEN_EVENTS=FILE set, the moments the imports are done, the model is loaded, the
     first frame is handed to the encoder and the file is in place go to FILE (utils/events).
@@ -310,7 +313,7 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
         torch.set_num_threads(threads)
     remove_killed_runs_temps(output)
     with open_writer(output, fps=fps or 8, crf=crf) as writer:
-        pipe = load_pipeline(model, device, dtype)
+        pipe = (loader or load_pipeline)(model, device, dtype)
         event("loaded")
         warn_unknown_words(pipe.tokenizer, ([text for _, text in parse_prompt_schedule(prompt_schedule)]
                                             if prompt_schedule else [prompt]) + [negative_prompt or ""])
@@ -320,14 +323,16 @@ def generate_to_file(prompt: str, output: str, frames: int = 240, *, model: Opti
                            include_init_frames=include_init_frames, switch=switch, recommit_frames=recommit_frames,
                            recommit_noise=recommit_noise, height=height, width=width,
                            negative_prompt=negative_prompt)
-        write_frames(writer, frames_iter, None if init_frames is not None else frames, progress)
+        write_frames(writer, frames_iter, None if init_frames is not None else frames, progress, on_frame)
     event("done", frames=writer.frames_written)
     return output
 
 
-def write_frames(writer, frames: Iterable, total: Optional[int], progress: bool) -> None:
+def write_frames(writer, frames: Iterable, total: Optional[int], progress: bool,
+                 on_frame: Optional[Callable[[int, Optional[int]], None]] = None) -> None:
     """`frames` into `writer` under one progress bar (frames, frames/s), stopping at a frame
-    boundary on Ctrl-C, SIGTERM or SIGHUP (`interrupt_between_frames`)."""
+    boundary on Ctrl-C, SIGTERM or SIGHUP (`interrupt_between_frames`); `on_frame(written,
+    total)` after each."""
     from tqdm import tqdm
 
     from videogen.utils.events import event
@@ -337,6 +342,8 @@ def write_frames(writer, frames: Iterable, total: Optional[int], progress: bool)
             writer.write(frame)
             if writer.frames_written == 1:
                 event("first_frame")
+            if on_frame is not None:
+                on_frame(writer.frames_written, total)
             check()
 
 

@@ -196,6 +196,13 @@ class DistillConfig:
     # spaced before the shift (`diffusion.sampler.even_sigmas`), e.g. 1, 0.75, 0 for 2.
     first_frame_steps: int = 0
     rollout_frames: int = 9  # latent frames of each self-rollout (9: 33 video frames)
+    # true: the teacher's targets as it streams by default, where its pipeline names contrast
+    # words: the latent frames where the motion begins guided against the prompt with its
+    # motion reversed (StreamSession), not the empty prompt. Tried once, 60 steps on from the
+    # shipped student with the rollout default as teacher: direction 0.91, colour unchanged
+    # at the end 0.91 (results/logs/distill_contrast_step60_quality.json), below the student
+    # it started from (0.93, 0.96), so the shipped recipe keeps plain CFG throughout
+    contrast_start: bool = False
 
     def __post_init__(self):
         at_least("distill", 1, student_steps=self.student_steps, rollout_frames=self.rollout_frames)

@@ -113,6 +113,22 @@ def parallel_sample(model, noise: torch.Tensor, context: torch.Tensor, text: tor
     return x
 
 
+def teacher_targets(teacher, noise: torch.Tensor, context: torch.Tensor, text: torch.Tensor, mask: torch.Tensor,
+                    sigmas: torch.Tensor, level: float, guidance: float, empty: tuple,
+                    contrast: Optional[tuple] = None, until: int = 0) -> torch.Tensor:
+    """The teacher's samples on `context`, as it streams them by default: CFG against the
+    `empty` prompt, except on latent frames 1 .. `until` - 1 (where the motion begins), which
+    are guided against `contrast` (emb, mask per row: the prompt with its motion reversed;
+    `StreamSession`'s contrast window). Frame k sees only frames before it, so the window's
+    frames come from a pass over the first `until` frames alone."""
+    target = parallel_sample(teacher, noise, context, text, mask, sigmas, level, guidance, empty)
+    if contrast is None or until < 2 or guidance == 1.0:
+        return target
+    head = parallel_sample(teacher, noise[:, :, :until], context[:, :, :until], text, mask, sigmas, level, guidance,
+                           contrast)
+    return torch.cat([target[:, :, :1], head[:, :, 1:until], target[:, :, until:]], dim=2)
+
+
 def training_prompts(path: Optional[str]) -> list:
     """The prompts of `distill.prompts` (one per line), or the shapes-world training captions."""
     if path is None:
@@ -159,7 +175,7 @@ class DistillTask(EMAHooks, Task):
         from videogen.models.text import encode_prompts
         from videogen.models.vae import vae_factors
         from videogen.pipelines.pipeline import load_pipeline
-        from videogen.pipelines.stream import sampler_settings
+        from videogen.pipelines.stream import contrast_prompt, sampler_settings
 
         acc, d = accelerator, self.d
         self.acc = acc
@@ -176,8 +192,15 @@ class DistillTask(EMAHooks, Task):
         self.latent_shape = (pipe.transformer.config.in_channels, pipe.config.height // spatial,
                              pipe.config.width // spatial)
         text_encoder = freeze(pipe.text_encoder, acc.device, torch.float32)
-        self.text = encode_prompts(pipe.tokenizer, text_encoder, self.prompts, pipe.config.max_text_length,
-                                   device=acc.device)
+        contrast, until = pipe.config.get("contrast") or {}, pipe.config.get("contrast_frames") or 0
+        self.contrast_until = until if (d.contrast_start and contrast and self.guidance != 1.0) else 0
+        opposite = [contrast_prompt(p, contrast) for p in self.prompts] if self.contrast_until else []
+        # one call, so the prompts and their opposites are padded to one length
+        emb, mask = encode_prompts(pipe.tokenizer, text_encoder, self.prompts + opposite,
+                                   pipe.config.max_text_length, device=acc.device)
+        n = len(self.prompts)
+        self.text = emb[:n], mask[:n]
+        self.contrast = (emb[n:], mask[n:]) if self.contrast_until else None
         self.empty = encode_prompts(pipe.tokenizer, text_encoder, [""], pipe.config.max_text_length, device=acc.device)
         optimizer, scheduler = adamw_cosine(self.t, student.parameters(), acc.num_processes)
         model, optimizer, scheduler = acc.prepare(student, optimizer, scheduler)
@@ -201,9 +224,11 @@ class DistillTask(EMAHooks, Task):
 
     def begin(self, step: int, log) -> None:
         logger.info("distilling %s: %d-step student, teacher %d steps at guidance %g, rollouts of %d latent "
-                    "frames, %d prompts, batch %d x %d", self.d.teacher, self.d.student_steps,
+                    "frames, %d prompts, batch %d x %d%s", self.d.teacher, self.d.student_steps,
                     len(self.teacher_sigmas) - 1, self.guidance, self.d.rollout_frames, len(self.prompts),
-                    self.t.batch_size, self.acc.num_processes)
+                    self.t.batch_size, self.acc.num_processes,
+                    f"; latent frames 1..{self.contrast_until - 1} guided against the reversed motion"
+                    if self.contrast_until else "")
 
     def forward_backward(self, step: int, micro: int) -> dict:
         acc, b = self.acc, self.t.batch_size
@@ -218,8 +243,9 @@ class DistillTask(EMAHooks, Task):
                                   self.first_sigmas)
         context = (1 - self.level) * rollout + self.level * commit_noise
         with torch.no_grad():
-            target = parallel_sample(self.teacher, noise, context, text, mask, self.teacher_sigmas, self.level,
-                                     self.guidance, self.empty)
+            contrast = None if self.contrast is None else (self.contrast[0][pick], self.contrast[1][pick])
+            target = teacher_targets(self.teacher, noise, context, text, mask, self.teacher_sigmas, self.level,
+                                     self.guidance, self.empty, contrast, self.contrast_until)
         pred = parallel_sample(self.model, noise, context, text, mask, self.student_sigmas, self.level)
         if self.first_sigmas is not None:  # frame 0 sees no context: its own steps, on it alone
             first = parallel_sample(self.model, noise[:, :, :1], context[:, :, :1], text, mask, self.first_sigmas,
