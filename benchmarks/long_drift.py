@@ -20,10 +20,13 @@ bar limits, and the first and last frame of each video).
 
     python benchmarks/long_drift.py [--model DIR] [--frames 2400] [--prompts 24] [--workers 2]
     python benchmarks/long_drift.py --frames 480 --prompts 4 --workers 1 --out /tmp/drift_check   # a check
+    python benchmarks/long_drift.py --pick 1,2,4 --context-noise 0.4 --name NAME   # some again, other settings
 
 A shorter run (--frames) scales the windows down (a tenth of the video, drift.drift_window)
 and only previews the bars, which are the issue's at 2,400 frames. --steps, --guidance and
 --context-noise override the pipeline's sampler settings; the JSON records those used.
+Each video's off-axis shift is signed (`off_axis_shift`, + right / down) and the JSON lists
+the videos over the wander limit with it (`wanderers`): one sign in all is a bias.
 Workers are processes of one thread each, decoding in turn (the cores are busy already);
 24 x 2,400 frames take ~40 minutes on 2 cores.
 """
@@ -110,7 +113,12 @@ def summarise(rows: list[dict], frames: int) -> dict:
     }
     bars = {f"{labels[k]}: >= {bar:.2f} of videos": share[k] is not None and share[k] >= bar
             for k, bar in DRIFT_BARS.items()}
+    # the videos over the wander limit, with the sign of their shift: the same sign in all of
+    # them is a bias of the model, mixed signs a random walk
+    wanderers = [{"prompt": r["prompt"], "wander": r["wander"], "off_axis_shift": r.get("off_axis_shift")}
+                 for r in rows if not r["checks"]["wander"]]
     return {"rates": rates, "ghost_share": share["ghost"], "bars": bars, "passes_all_bars": all(bars.values()),
+            "wanderers": wanderers,
             "bars_note": "the bars are the issue's at 2,400 frames" + ("" if frames >= 2400 else
                                                                         f"; at {frames} frames only a preview")}
 
@@ -125,7 +133,7 @@ def line_style(prompt: str) -> tuple[np.ndarray, str]:
 
 def curve_panel(ax, rows: list[dict], key: str, label: str, limits: tuple = ()) -> None:
     """One measure per window for every video: palette colour, line style by shape; the
-    index of each video past a limit at its last point."""
+    prompt index (its seed) of each video past a limit at its last point."""
     for i, row in enumerate(rows):
         rgb, style = line_style(row["prompt"])
         x = np.array(row["window_starts"]) + row["window"] / 2
@@ -133,7 +141,7 @@ def curve_panel(ax, rows: list[dict], key: str, label: str, limits: tuple = ()) 
         ax.plot(x, y, color=rgb, linestyle=style, marker=".", linewidth=1.2)
         last = y[-1]
         if np.isnan(last) or (limits and not limits[0] <= last <= limits[1]):
-            ax.annotate(str(i), (x[-1], 0 if np.isnan(last) else last), fontsize=6, xytext=(3, 0),
+            ax.annotate(str(row.get("seed", i)), (x[-1], 0 if np.isnan(last) else last), fontsize=6, xytext=(3, 0),
                         textcoords="offset points")
     for value in (v for v in limits if np.isfinite(v)):
         ax.axhline(value, color="k", linestyle="-.", linewidth=0.8, alpha=0.6)
@@ -181,7 +189,8 @@ def plot(path: str, rows: list[dict], sheets: list[np.ndarray], frames: int) -> 
         tile = 2 * sheets[0].shape[2] + 6
         for i in range(len(sheets)):
             r, c = divmod(i, per_row)
-            sheet.text(c * tile + 2, r * (sheets[0].shape[1] + 2) + 8, str(i), color="w", fontsize=7)
+            sheet.text(c * tile + 2, r * (sheets[0].shape[1] + 2) + 8, str(rows[i].get("seed", i)), color="w",
+                       fontsize=7)
         sheet.set_title("first | last frame of each video (numbers: prompt index; see the JSON)", fontsize=9)
         fig.suptitle(f"long-video drift: {len(rows)} prompts x {frames} frames, windows of {rows[0]['window']}")
 
@@ -192,8 +201,22 @@ def _print_row(write, row: dict, index: int) -> None:
 
     write(f"{index:>2} {row['prompt'][:34]:<34} {row['seconds']:>6.0f}s area {cell(row['area_ratio'], '.2f')} "
           f"sharp {cell(row['sharpness_ratio'], '.2f')} wander {cell(row['wander'], '.3f')} "
+          f"shift {' '.join(f'{k} {v:+.3f}' for k, v in row['off_axis_shift'].items() if v is not None)} "
           f"purity {cell(row['purity_last'], '.2f')} ghost {'yes' if row['ghost'] else 'no'} "
           f"col+shp {'ok' if row['colour_shape_ok'] else 'no'} moving@end {row['moving_at_end']}")
+
+
+def pick(text: str | None, count: int) -> list[int]:
+    """The prompt indices `--pick` names (all `count` without it)."""
+    if text is None:
+        return list(range(count))
+    try:
+        picked = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--pick takes indices separated by commas, like 1,2,4, not {text!r}") from None
+    if not picked or min(picked) < 0 or max(picked) >= count or len(set(picked)) < len(picked):
+        raise SystemExit(f"--pick: each index once, from 0 to {count - 1} (--prompts {count}), not {text!r}")
+    return picked
 
 
 def parse_args() -> argparse.Namespace:
@@ -201,6 +224,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--model", default=None, help="pipeline directory (default: the embedded model)")
     parser.add_argument("--frames", type=int, default=2400)
     parser.add_argument("--prompts", type=int, default=24, help="how many prompts, in the order above (max 69)")
+    parser.add_argument("--pick", default=None,
+                        help="only these of them, by index in the order (e.g. 1,2,4), each with its own seed")
     parser.add_argument("--window", type=int, default=240, help="frames per drift window (short videos: less)")
     parser.add_argument("--workers", type=int, default=2, help="processes, one thread each")
     parser.add_argument("--name", default="long_drift", help="NAME.json and NAME.png")
@@ -223,7 +248,8 @@ def main() -> None:
     settings = sampler_settings(args.model, overrides)
     lines = [line.strip() for line in utf8_lines(PROMPTS) if line.strip() and not line.startswith("#")]
     prompts = ordered_prompts(lines)[: args.prompts]
-    jobs = [(i, p, i, args.frames, args.window, overrides) for i, p in enumerate(prompts)]
+    picked = pick(args.pick, len(prompts))
+    jobs = [(k, prompts[i], i, args.frames, args.window, overrides) for k, i in enumerate(picked)]
     rows: list = [None] * len(jobs)
     sheets: list = [None] * len(jobs)
     os.makedirs(args.out, exist_ok=True)
@@ -231,12 +257,12 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers, initializer=_init, initargs=(args.model, 1)) as pool:
         for index, row, sheet in tqdm(pool.map(_generate, jobs), total=len(jobs), unit="video"):
             rows[index], sheets[index] = row, sheet
-            _print_row(tqdm.write, row, index)
+            _print_row(tqdm.write, row, row["seed"])
     report = {
         "model": args.model or "embedded default (videogen/default_model)", "frames": args.frames,
         "window": rows[0]["window"], "window_asked": args.window, "prompts_file": os.path.relpath(PROMPTS, REPO),
         "prompt_order": "each next prompt shows the most new colours, shapes, motions, pairs (see the script)",
-        "videos": len(rows), "sampler": settings, "workers": args.workers,
+        "videos": len(rows), "picked": picked if args.pick else None, "sampler": settings, "workers": args.workers,
         "wall_s": round(time.perf_counter() - start, 1), **summarise(rows, args.frames), "videos_scored": rows,
     }
     path = write_report(args.name, report, lambda p: plot(p, rows, sheets, args.frames), args.out)

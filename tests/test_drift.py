@@ -94,7 +94,10 @@ def test_a_vertical_mover_drifting_sideways_fails_wander(truth):
     row = score(video)
     assert 0.15 < row["wander"] < 0.2 and not row["checks"]["wander"]
     assert row["curves"]["wander"] == sorted(row["curves"]["wander"])  # a growing drift
+    assert row["off_axis_shift"]["x"] == pytest.approx(row["wander_last"]) and list(row["off_axis_shift"]) == ["x"]
     untouched(row, "wander")
+    left = score(drifting(truth, -12))
+    assert left["wander"] == pytest.approx(row["wander"], abs=0.02) and left["off_axis_shift"]["x"] < -0.15
 
 
 def test_a_standing_object_may_move_along_neither_axis():
@@ -102,6 +105,8 @@ def test_a_standing_object_may_move_along_neither_axis():
     video[LAST] = np.roll(video[LAST], 8, axis=1)  # down by 8 px
     row = score(video, "a blue circle standing still")
     assert row["wander"] == pytest.approx(8 / 64, abs=0.005) and not row["checks"]["wander"]
+    assert row["off_axis_shift"]["y"] == pytest.approx(8 / 64, abs=0.005)
+    assert abs(row["off_axis_shift"]["x"]) < 0.005
 
 
 @pytest.mark.parametrize("extent", [18.0, 22.0])

@@ -210,6 +210,7 @@ def test_cli_shapes_on_a_dataset_and_a_compare_table(tmp_path, capsys):
     assert report["drift"]["all"]["videos"] == 4 and report["drift"]["all"]["passes_bars"]
     drift = report["videos"][0]["drift"]
     assert drift["window"] == 8 and len(drift["curves"]["area_ratio"]) == 2  # 17 frames: two windows of 8+
+    assert all(abs(v) < 0.05 for r in report["videos"] for v in r["drift"]["off_axis_shift"].values())
     # the same videos with a prompts file, one line per video in sorted order
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("".join(r["shapes"]["prompt"] + "\n" for r in report["videos"]))
@@ -218,6 +219,7 @@ def test_cli_shapes_on_a_dataset_and_a_compare_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "flicker score" in out and "00003.mp4" in out and "held_out" not in out and "all" in out
     assert "col+shp" in out and "area+sharp" in out  # the drift summary
+    assert "shift" in out and ("x+0.0" in out or "x-0.0" in out or "y+0.0" in out or "y-0.0" in out)
     assert (tmp_path / "c.png").exists()
     with pytest.raises(UsageError, match="not a shapes-world prompt"):
         R.evaluate_cli(eval_args([str(data / "videos")], shapes=True, prompt="a dog"))

@@ -12,7 +12,8 @@ with the first. Per frame, on the object found by the shapes scorer's rule
   mover's y, nor either for an object standing still (the axes are the prompt's). A
   window's wander is its largest |mean off-axis coordinate - that of the first window|,
   as a share of the canvas width; a video's wander is the largest over its windows, so
-  drift that comes back still counts.
+  drift that comes back still counts. Its sign (`off_axis_shift`, the last window
+  against the first) tells a bias, the same way in every video, from a random walk.
 - colour purity: the share of the object's interior pixels (its blob less a 1-pixel rim)
   within PURITY_RADIUS (RGB distance) of the prompt's palette colour.
 - edge sharpness: on a band of +-3 pixels around the object's outline, the
@@ -166,8 +167,11 @@ def score_drift(video: np.ndarray, prompt: str, window: int = WINDOW, det: Detec
     ghost_mass (mean coverage of ghosts over the object's), presence, colour_ok,
     shape_ok, moving (None for standing still); and the video's
     area_ratio and sharpness_ratio (last window / first), wander (largest over the
-    windows) and wander_last, purity_first/purity_last, ghost (any window has one),
-    colour_shape_ok (right in every window), moving_at_end (last window), and `checks`
+    windows) and wander_last, off_axis_shift (the last window's signed off-axis change
+    against the first, share of the width: {'x': + right} for a vertical mover, {'y': +
+    down} for a horizontal one, both for one standing still), purity_first/purity_last,
+    ghost (any window has one), colour_shape_ok (right in every window), moving_at_end
+    (last window), and `checks`
     (drift_checks). `det` saves detecting the object again when the caller has it.
     Raises ValueError if the prompt is not in the shapes vocabulary.
     `DriftAccumulator` gives the same without holding the whole video.
@@ -228,19 +232,22 @@ class DriftAccumulator:
         c = {key: [v[key] for v in self.values] for key in self.values[0]}
         off = np.array(c["off_axis"], dtype=np.float64)  # (windows, axes)
         wander = np.abs(off - off[0]).max(axis=1) / self.width
+        colour, shape, motion = self.parsed
+        axes = [name for axis, name in enumerate("xy") if VELOCITY[motion][axis] == 0]  # as _window_values
+        shift = dict(zip(axes, _clean([float(d) for d in (off[-1] - off[0]) / self.width])))
         curves = {"area_ratio": _ratio(c["area"]), "sharpness_ratio": _ratio(c["sharpness"]),
                   "wander": _clean(wander.tolist()), "purity": _clean(c["purity"]), "ghost": c["ghost"],
                   "ghost_mass": _clean(c["ghost_mass"]),
                   "presence": c["presence"], "colour_ok": c["colour_ok"], "shape_ok": c["shape_ok"],
                   "moving": c["moving"]}
         ghost_windows = [g >= GHOST_FRAMES for g in c["ghost"]]
-        colour, shape, motion = self.parsed
         row = {
             "prompt": self.prompt, "held_out": (colour, shape) in HELD_OUT, "moving_prompt": motion != "standing still",
             "frames": self.frames, "window": self.window, "window_starts": [a for a, _ in self.bounds],
             "curves": curves,
             "area_ratio": curves["area_ratio"][-1], "sharpness_ratio": curves["sharpness_ratio"][-1],
             "wander": None if np.isnan(wander).any() else float(wander.max()), "wander_last": curves["wander"][-1],
+            "off_axis_shift": shift,
             "purity_first": curves["purity"][0], "purity_last": curves["purity"][-1],
             "ghost": any(ghost_windows), "ghost_windows": int(sum(ghost_windows)),
             "colour_shape_ok": all(c["colour_ok"]) and all(c["shape_ok"]), "moving_at_end": c["moving"][-1],

@@ -77,16 +77,23 @@ def format_shapes_table(reports: list[dict], rates: dict) -> str:
     return "\n".join(lines)
 
 
+def _shift(shift: dict) -> str:
+    """'x-0.46' or 'x+0.01 y-0.02': the signed off-axis shift of the last window, of the width."""
+    return " ".join(f"{axis}{_cell(v, '{:+.2f}')}" for axis, v in shift.items()) or "-"
+
+
 def format_drift_table(reports: list[dict], rates: dict) -> str:
     """Per-video long-video drift (last window vs first) and the shares of videos within the bars."""
-    lines = [f"{'video':<20} {'window':>6} {'area':>6} {'sharp':>6} {'wander':>6} {'purity':>9} "
-             f"{'ghost':>5} {'col+shp':>7} {'moving@end':>10}   (last window vs first; wander: max, of width)"]
+    lines = [f"{'video':<20} {'window':>6} {'area':>6} {'sharp':>6} {'wander':>6} {'shift':>13} {'purity':>9} "
+             f"{'ghost':>5} {'col+shp':>7} {'moving@end':>10}   (last window vs first; wander: max, of width; "
+             "shift: signed, + right / down)"]
     for r in reports:
         d = r["drift"]
         purity = f"{_cell(d['purity_first'], '{:.2f}')}->{_cell(d['purity_last'], '{:.2f}')}"
         moving = "-" if d["moving_at_end"] is None else str(d["moving_at_end"])
         lines.append(f"{Path(r['video']).name[:20]:<20} {d['window']:>6} {_cell(d['area_ratio'], '{:.2f}'):>6} "
-                     f"{_cell(d['sharpness_ratio'], '{:.2f}'):>6} {_cell(d['wander'], '{:.3f}'):>6} {purity:>9} "
+                     f"{_cell(d['sharpness_ratio'], '{:.2f}'):>6} {_cell(d['wander'], '{:.3f}'):>6} "
+                     f"{_shift(d.get('off_axis_shift') or {}):>13} {purity:>9} "
                      f"{'yes' if d['ghost'] else 'no':>5} {'ok' if d['colour_shape_ok'] else 'no':>7} {moving:>10}")
     bars, limits = rates["bars"], rates["limits"]
     names = {"colour_shape": "col+shp", "area_sharpness": "area+sharp", "wander": "wander", "moving": "moving"}
