@@ -115,7 +115,7 @@ def summarise(rows: list[dict], frames: int) -> dict:
             for k, bar in DRIFT_BARS.items()}
     # the videos over the wander limit, with the sign of their shift: the same sign in all of
     # them is a bias of the model, mixed signs a random walk
-    wanderers = [{"prompt": r["prompt"], "wander": r["wander"], "off_axis_shift": r.get("off_axis_shift")}
+    wanderers = [{"prompt": r["prompt"], "wander": r["wander"], "off_axis_shift": r["off_axis_shift"]}
                  for r in rows if not r["checks"]["wander"]]
     return {"rates": rates, "ghost_share": share["ghost"], "bars": bars, "passes_all_bars": all(bars.values()),
             "wanderers": wanderers,
@@ -134,14 +134,14 @@ def line_style(prompt: str) -> tuple[np.ndarray, str]:
 def curve_panel(ax, rows: list[dict], key: str, label: str, limits: tuple = ()) -> None:
     """One measure per window for every video: palette colour, line style by shape; the
     prompt index (its seed) of each video past a limit at its last point."""
-    for i, row in enumerate(rows):
+    for row in rows:
         rgb, style = line_style(row["prompt"])
         x = np.array(row["window_starts"]) + row["window"] / 2
         y = np.array([np.nan if v is None else v for v in row["curves"][key]], dtype=float)
         ax.plot(x, y, color=rgb, linestyle=style, marker=".", linewidth=1.2)
         last = y[-1]
         if np.isnan(last) or (limits and not limits[0] <= last <= limits[1]):
-            ax.annotate(str(row.get("seed", i)), (x[-1], 0 if np.isnan(last) else last), fontsize=6, xytext=(3, 0),
+            ax.annotate(str(row["seed"]), (x[-1], 0 if np.isnan(last) else last), fontsize=6, xytext=(3, 0),
                         textcoords="offset points")
     for value in (v for v in limits if np.isfinite(v)):
         ax.axhline(value, color="k", linestyle="-.", linewidth=0.8, alpha=0.6)
@@ -189,19 +189,21 @@ def plot(path: str, rows: list[dict], sheets: list[np.ndarray], frames: int) -> 
         tile = 2 * sheets[0].shape[2] + 6
         for i in range(len(sheets)):
             r, c = divmod(i, per_row)
-            sheet.text(c * tile + 2, r * (sheets[0].shape[1] + 2) + 8, str(rows[i].get("seed", i)), color="w",
+            sheet.text(c * tile + 2, r * (sheets[0].shape[1] + 2) + 8, str(rows[i]["seed"]), color="w",
                        fontsize=7)
         sheet.set_title("first | last frame of each video (numbers: prompt index; see the JSON)", fontsize=9)
         fig.suptitle(f"long-video drift: {len(rows)} prompts x {frames} frames, windows of {rows[0]['window']}")
 
 
 def _print_row(write, row: dict, index: int) -> None:
+    from videogen.evaluation.report import format_shift
+
     def cell(v, fmt):
         return "-" if v is None else format(v, fmt)
 
     write(f"{index:>2} {row['prompt'][:34]:<34} {row['seconds']:>6.0f}s area {cell(row['area_ratio'], '.2f')} "
           f"sharp {cell(row['sharpness_ratio'], '.2f')} wander {cell(row['wander'], '.3f')} "
-          f"shift {' '.join(f'{k} {v:+.3f}' for k, v in row['off_axis_shift'].items() if v is not None)} "
+          f"shift {format_shift(row['off_axis_shift'])} "
           f"purity {cell(row['purity_last'], '.2f')} ghost {'yes' if row['ghost'] else 'no'} "
           f"col+shp {'ok' if row['colour_shape_ok'] else 'no'} moving@end {row['moving_at_end']}")
 

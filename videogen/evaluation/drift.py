@@ -127,10 +127,15 @@ def _ghost_mass(level: np.ndarray, bg: float, contrast: float, blob: np.ndarray,
     return float(share[np.isin(labels, big)].sum())
 
 
+def off_axes(motion: str) -> list[int]:
+    """The centroid coordinates (0: x, 1: y) a motion must not change: those off its axis."""
+    return [axis for axis in (0, 1) if VELOCITY[motion][axis] == 0]
+
+
 def _window_values(det: Detections, m: dict, parsed: tuple[str, str, str]) -> dict:
     """One window's values from the detections `det` and `frame_measures` `m` of its frames only."""
     colour, shape, motion = parsed
-    axes = [axis for axis in (0, 1) if VELOCITY[motion][axis] == 0]  # off the motion's axis
+    axes = off_axes(motion)
     present = det.present
     out = {key: _nanmean(m[key]) for key in ("area", "purity", "sharpness", "ghost_mass")}
     out["presence"] = float(present.mean())
@@ -233,8 +238,8 @@ class DriftAccumulator:
         off = np.array(c["off_axis"], dtype=np.float64)  # (windows, axes)
         wander = np.abs(off - off[0]).max(axis=1) / self.width
         colour, shape, motion = self.parsed
-        axes = [name for axis, name in enumerate("xy") if VELOCITY[motion][axis] == 0]  # as _window_values
-        shift = dict(zip(axes, _clean([float(d) for d in (off[-1] - off[0]) / self.width])))
+        names = ["xy"[axis] for axis in off_axes(motion)]  # the columns of `off`
+        shift = dict(zip(names, _clean([float(d) for d in (off[-1] - off[0]) / self.width])))
         curves = {"area_ratio": _ratio(c["area"]), "sharpness_ratio": _ratio(c["sharpness"]),
                   "wander": _clean(wander.tolist()), "purity": _clean(c["purity"]), "ghost": c["ghost"],
                   "ghost_mass": _clean(c["ghost_mass"]),

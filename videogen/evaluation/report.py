@@ -77,7 +77,7 @@ def format_shapes_table(reports: list[dict], rates: dict) -> str:
     return "\n".join(lines)
 
 
-def _shift(shift: dict) -> str:
+def format_shift(shift: dict) -> str:
     """'x-0.46' or 'x+0.01 y-0.02': the signed off-axis shift of the last window, of the width."""
     return " ".join(f"{axis}{_cell(v, '{:+.2f}')}" for axis, v in shift.items()) or "-"
 
@@ -93,7 +93,7 @@ def format_drift_table(reports: list[dict], rates: dict) -> str:
         moving = "-" if d["moving_at_end"] is None else str(d["moving_at_end"])
         lines.append(f"{Path(r['video']).name[:20]:<20} {d['window']:>6} {_cell(d['area_ratio'], '{:.2f}'):>6} "
                      f"{_cell(d['sharpness_ratio'], '{:.2f}'):>6} {_cell(d['wander'], '{:.3f}'):>6} "
-                     f"{_shift(d.get('off_axis_shift') or {}):>13} {purity:>9} "
+                     f"{format_shift(d['off_axis_shift']):>13} {purity:>9} "
                      f"{'yes' if d['ghost'] else 'no':>5} {'ok' if d['colour_shape_ok'] else 'no':>7} {moving:>10}")
     bars, limits = rates["bars"], rates["limits"]
     names = {"colour_shape": "col+shp", "area_sharpness": "area+sharp", "wander": "wander", "moving": "moving"}
