@@ -17,7 +17,9 @@ from safetensors.torch import load_file
 
 from videogen import cli
 from videogen.errors import UsageError
+from videogen.data.datasets import mirror_caption
 from videogen.training.cache import cache_dataset
+from videogen.training.dit_data import cache_fingerprint
 from videogen.training.checkpoint import HANG_ENV, list_checkpoints, load_weights
 from videogen.training.dit_task import train
 from videogen.training.logs import read_log
@@ -80,6 +82,63 @@ def test_cache_in_two_processes_equals_one(data):
     assert all(torch.equal(u, v) for u, v in zip(a.uncond(), b.uncond()))
     with pytest.raises(UsageError, match="--workers"):
         cache_dataset(TINY, overrides + [f"data.cache_dir={data['root'] / 'c0'}"], workers=0)
+
+
+def test_hflip_caches_each_clip_and_its_mirror(data):
+    """data.hflip: the cache holds every clip, then its mirror encoded from the flipped
+    pixels (not the flipped latent: the VAE is not mirror-equivariant), 'left' and 'right'
+    swapped in its caption; a cache built without mirrors is stale for it."""
+    from videogen.data.datasets import VideoTextDataset
+    from videogen.data.latent_cache import LatentCacheDataset
+    from videogen.models.vae import encode_video
+    from videogen.training.components import load_components
+    from videogen.training.config import load_config
+
+    overrides = [o for o in data["overrides"] if not o.startswith("data.cache_dir=")]
+    mirrored = data["root"] / "cache-hflip"
+    cache_dataset(TINY, overrides + [f"data.cache_dir={mirrored}", "data.hflip=true"])
+    plain, both = LatentCacheDataset(str(data["root"] / "cache")), LatentCacheDataset(str(mirrored))
+    assert len(both) == 2 * len(plain) == 16
+    cfg = load_config(TINY, overrides)
+    clips = VideoTextDataset(cfg.data.manifest, frames=cfg.data.frames, size=cfg.data.size, random_start=False)
+    vae = load_components(cfg)["vae"].eval()
+    for i in range(len(plain)):
+        item, mirror = both[2 * i], both[2 * i + 1]
+        assert item["caption"] == plain[i]["caption"] and torch.equal(item["latents"], plain[i]["latents"])
+        assert mirror["caption"] == mirror_caption(plain[i]["caption"])
+        with torch.no_grad():
+            expected = encode_video(vae, clips[i]["video"].flip(-1)[None]).float()[0]
+        assert torch.allclose(mirror["latents"], expected, atol=1e-5)
+        assert not torch.allclose(mirror["latents"], item["latents"].flip(-1), atol=1e-2)
+    with pytest.raises(UsageError, match="built with data.hflip=None, but the config has True"):
+        LatentCacheDataset(str(data["root"] / "cache"),
+                           fingerprint=cache_fingerprint(load_config(TINY, data["overrides"] + ["data.hflip=true"])))
+
+
+def test_mirror_caption_swaps_left_and_right_only():
+    assert mirror_caption("a red circle moving left") == "a red circle moving right"
+    assert mirror_caption("Right, then LEFT; leftover rightly") == "Left, then RIGHT; leftover rightly"
+    assert mirror_caption("a blue square moving up") == "a blue square moving up"
+
+
+def test_hflip_on_the_fly_mirrors_about_half_the_items_the_same_every_time(data):
+    from videogen.data.datasets import VideoTextDataset
+    from videogen.training.config import load_config
+
+    cfg = load_config(TINY, data["overrides"])
+    kwargs = dict(frames=cfg.data.frames, size=cfg.data.size, seed=5)
+    plain = VideoTextDataset(cfg.data.manifest, **kwargs)
+    flip, again = (VideoTextDataset(cfg.data.manifest, hflip=True, **kwargs) for _ in range(2))
+    mirrored = 0
+    for i in range(len(plain)):
+        a, b, c = plain[i], flip[i], again[i]
+        assert torch.equal(b["video"], c["video"]) and b["caption"] == c["caption"]
+        if torch.equal(b["video"], a["video"]):
+            assert b["caption"] == a["caption"]
+        else:
+            mirrored += 1
+            assert torch.equal(b["video"], a["video"].flip(-1)) and b["caption"] == mirror_caption(a["caption"])
+    assert 0 < mirrored < len(plain)
 
 
 def test_cache_serves_the_first_frames_of_its_clips(data):

@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+import re
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
@@ -58,6 +59,12 @@ class DataConfig:
     # nearest its aspect ratio and every batch comes from one bucket; data.size stays the
     # pipeline's generation size. Stored as [H, W] lists.
     buckets: Any = None
+    # Mirrored clips too: each clip flipped left to right, its caption's 'left' and 'right'
+    # swapped (`mirror_item`), so the data holds no left-right bias a model could learn. The
+    # VAE latent is not mirror-equivariant, so the mirror is flipped in pixels and encoded:
+    # `videogen cache` caches both (twice the clips); read on the fly, each item is mirrored
+    # with probability 1/2, drawn from (seed, epoch, index).
+    hflip: bool = False
 
     def __post_init__(self):
         height, width = size_hw(self.size)
@@ -128,6 +135,27 @@ def clip_to_tensor(frames: np.ndarray, size: Union[int, list, tuple]) -> torch.T
     return (x / 127.5 - 1.0).clamp(-1, 1).permute(1, 0, 2, 3).contiguous()
 
 
+MIRROR_WORDS = {"left": "right", "right": "left"}
+_MIRROR_WORD = re.compile(r"\b(?:left|right)\b", re.IGNORECASE)
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the clip mirrored left to right: whole words 'left' and 'right'
+    swapped ('leftwards' is left alone), in the case they had (left, Left, LEFT)."""
+    def swap(match: re.Match) -> str:
+        found = match.group(0)
+        word = MIRROR_WORDS[found.lower()]
+        return word.upper() if found.isupper() else word.capitalize() if found[0].isupper() else word
+
+    return _MIRROR_WORD.sub(swap, caption)
+
+
+def mirror_item(item: dict) -> dict:
+    """A dataset item mirrored left to right (`data.hflip`): its video (3, F, H, W) flipped
+    along the width, its caption by `mirror_caption`."""
+    return {**item, "video": item["video"].flip(-1), "caption": mirror_caption(item["caption"])}
+
+
 class VideoTextDataset(Dataset):
     """Clips and captions from a manifest; bad items are skipped and replaced.
 
@@ -137,13 +165,16 @@ class VideoTextDataset(Dataset):
     """
 
     def __init__(self, manifest: str, *, frames: int, size: int, fps: Optional[float] = None,
-                 random_start: bool = True, seed: int = 0, temporal: int = 4, buckets: Optional[list] = None):
+                 random_start: bool = True, seed: int = 0, temporal: int = 4, buckets: Optional[list] = None,
+                 hflip: bool = False):
         """temporal: the VAE's temporal factor, models.vae.temporal_factor(cfg.vae); clips
-        must hold 1 + temporal*k frames. buckets: sizes (data.buckets) or None (all `size`)."""
+        must hold 1 + temporal*k frames. buckets: sizes (data.buckets) or None (all `size`).
+        hflip: each item mirrored (`mirror_item`) with probability 1/2, drawn from (seed,
+        epoch, index), as the window start is."""
         check_frame_count(frames, temporal, "data.frames")
         self.manifest = manifest
         self.frames, self.size, self.fps = frames, size_hw(size), fps  # size: (H, W)
-        self.random_start, self.seed, self.epoch = random_start, seed, 0
+        self.random_start, self.seed, self.epoch, self.hflip = random_start, seed, 0, hflip
         self.buckets = [size_hw(b, "buckets") for b in buckets] if buckets else None
         self.skips = SkipLog()
         entries, bad = read_manifest(manifest)
@@ -262,7 +293,10 @@ class VideoTextDataset(Dataset):
         except VideoReadError as err:
             raise _Skip("unreadable", str(err)) from None
         self._log_resize(clip.shape[1:3], size)
-        return {"video": clip_to_tensor(clip, size), "caption": entry.caption, "index": j}
+        item = {"video": clip_to_tensor(clip, size), "caption": entry.caption, "index": j}
+        if self.hflip and random.Random(f"hflip-{self.seed}-{self.epoch}-{j}").random() < 0.5:
+            return mirror_item(item)
+        return item
 
     def _read_window(self, path: str, j: int) -> np.ndarray:
         """The clip's window of `frames` frames, and only that decoded (a 9-frame clip of a

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from videogen.data.datasets import VideoTextDataset
+from videogen.data.datasets import VideoTextDataset, mirror_item
 from videogen.data.latent_cache import LatentCacheDataset, LatentCacheWriter, has_latent_cache
 from videogen.errors import UsageError
 from videogen.training.components import freeze, load_components
@@ -23,7 +23,8 @@ logger = logging.getLogger("videogen")
 
 def cache_dataset(config_path: Optional[str], overrides: Optional[list] = None, workers: int = 1) -> str:
     """Encode the config's clips into data.cache_dir; returns it. Clips are their first
-    data.frames frames (no random window); with data.buckets, each at its bucket's size.
+    data.frames frames (no random window); with data.buckets, each at its bucket's size;
+    with data.hflip, each clip is followed by its mirror (encoded from the flipped pixels).
 
     With workers > 1 the clips are read here and encoded by that many processes of one
     thread each; the shards are the same as with one. The VAE encoder is the cost (~0.4 s
@@ -48,7 +49,7 @@ def cache_dataset(config_path: Optional[str], overrides: Optional[list] = None, 
     components = load_components(cfg)
     check_sizes(cfg, components, dataset)
     encoder = CacheEncoder(components, device, cfg.text.max_length)
-    jobs = (_inputs(batch) for batch in _batches(dataset, cfg.train.batch_size))
+    jobs = (_inputs(batch) for batch in _batches(dataset, cfg.train.batch_size, d.hflip))
     if workers == 1 or device.type != "cpu":
         encoded = (encoder(*job) for job in jobs)
     else:
@@ -60,13 +61,15 @@ def cache_dataset(config_path: Optional[str], overrides: Optional[list] = None, 
         raise UsageError(dataset.summary() + "; nothing to cache")
     _, text, mask, _ = encoder(None, [""])
     writer.close(uncond_text=text[0], uncond_mask=mask[0], fingerprint=fingerprint, report=dataset.report())
-    logger.warning("cached %d clips in %s; %s", writer.count, d.cache_dir, dataset.summary())
+    logger.warning("cached %d clips in %s%s; %s", writer.count, d.cache_dir,
+                   " (each clip and its mirror: data.hflip)" if d.hflip else "", dataset.summary())
     return d.cache_dir
 
 
-def _batches(dataset: VideoTextDataset, size: int):
+def _batches(dataset: VideoTextDataset, size: int, hflip: bool = False):
     """Lists of up to `size` readable items of one size (data.buckets), in order
-    (unreadable clips are skipped and reported)."""
+    (unreadable clips are skipped and reported); with `hflip` each item is followed by its
+    mirror (`mirror_item`), so the cache holds both."""
     from tqdm.auto import tqdm
 
     pending: dict = {}  # clip size -> its batch being filled
@@ -75,9 +78,10 @@ def _batches(dataset: VideoTextDataset, size: int):
         if item is None:
             continue
         key = tuple(item["video"].shape)
-        pending.setdefault(key, []).append(item)
-        if len(pending[key]) == size:
-            yield pending.pop(key)
+        for version in (item, mirror_item(item)) if hflip else (item,):
+            pending.setdefault(key, []).append(version)
+            if len(pending[key]) == size:
+                yield pending.pop(key)
     yield from pending.values()
 
 

@@ -42,9 +42,12 @@ def cache_fingerprint(cfg: Config) -> dict:
     # before them holds what their defaults give
     later = {"tokenizer": None, "model_type": "t5", "vocab_size": None}
     text = {k: v for k, v in asdict(cfg.text).items() if k not in later or v != later[k]}
-    return {"data.manifest": d.manifest, "data.frames": d.frames, "data.size": d.size, "data.fps": d.fps,
-            "data.buckets": d.buckets, "vae": asdict(cfg.vae), "text": text,
-            "train.seed": cfg.train.seed, "train.init_from": cfg.train.init_from}
+    fingerprint = {"data.manifest": d.manifest, "data.frames": d.frames, "data.size": d.size, "data.fps": d.fps,
+                   "data.buckets": d.buckets, "vae": asdict(cfg.vae), "text": text,
+                   "train.seed": cfg.train.seed, "train.init_from": cfg.train.init_from}
+    if d.hflip:  # added later, so counted only when set: a cache built before it holds no mirrors
+        fingerprint["data.hflip"] = True
+    return fingerprint
 
 
 def make_dataset(cfg: Config):
@@ -58,7 +61,7 @@ def make_dataset(cfg: Config):
         logger.info("data.cache_dir '%s' holds no cache yet: encoding clips on the fly "
                     "(build it with `videogen cache CONFIG` to train faster)", d.cache_dir)
     return VideoTextDataset(d.manifest, frames=d.frames, size=d.size, fps=d.fps,
-                            random_start=d.random_start, seed=cfg.train.seed, buckets=d.buckets)
+                            random_start=d.random_start, seed=cfg.train.seed, buckets=d.buckets, hflip=d.hflip)
 
 
 def make_loader(cfg: Config, dataset) -> DataLoader:
