@@ -44,6 +44,8 @@ from _common import figure, write_report  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAST = 4  # new frames averaged per clip for its figure
 AXES = ("x", "y")
+SHIPPED = "videogen/default_model/transformer"  # the default's transformer, as `NAME@REV` reads it
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 def clips(seed: int) -> list:
@@ -58,8 +60,8 @@ def transformer_at(rev: str, into: str) -> str:
     """The default model's transformer folder at git revision `rev`, written under `into`."""
     folder = os.path.join(into, rev)
     os.makedirs(folder, exist_ok=True)
-    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
-        blob = subprocess.run(["git", "-C", REPO, "show", f"{rev}:videogen/default_model/transformer/{name}"],
+    for name in ("config.json", WEIGHTS):
+        blob = subprocess.run(["git", "-C", REPO, "show", f"{rev}:{SHIPPED}/{name}"],
                               check=True, capture_output=True).stdout
         with open(os.path.join(folder, name), "wb") as f:
             f.write(blob)
@@ -109,36 +111,56 @@ def plot(path: str, results: dict) -> None:
             ax.legend(fontsize=8)
 
 
+def _number(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_specs(parser, args) -> None:
+    """args.transformer as (name, folder or None, rev or None), args.soup as (a, b, alpha);
+    a malformed one is a one-line usage error (exit status 2)."""
+    specs = []
+    for spec in args.transformer:
+        name, sep, rest = spec.partition("=") if "=" in spec else spec.partition("@")
+        if not (name and sep and rest):
+            parser.error(f"--transformer {spec!r}: give NAME=DIR or NAME@REV")
+        if sep == "=" and not os.path.isfile(os.path.join(rest, WEIGHTS)):
+            parser.error(f"--transformer {spec!r}: {rest} holds no {WEIGHTS}; give a transformer folder")
+        if sep == "@" and subprocess.run(["git", "-C", REPO, "cat-file", "-e", f"{rest}:{SHIPPED}/{WEIGHTS}"],
+                                         capture_output=True).returncode:
+            parser.error(f"--transformer {spec!r}: revision {rest} of this repository has no {SHIPPED}/{WEIGHTS}")
+        specs.append((name, rest, None) if sep == "=" else (name, None, rest))
+    args.transformer = specs
+    soups, known = [], {"default"} | {name for name, _, _ in specs}
+    for spec in args.soup:
+        parts = spec.split(",")
+        alpha = _number(parts[2]) if len(parts) == 3 else None
+        if alpha is None or not set(parts[:2]) <= known:
+            parser.error(f"--soup {spec!r}: give A,B,ALPHA with A and B among {', '.join(sorted(known))}")
+        soups.append((parts[0], parts[1], alpha))
+        known.add(f"{parts[0]}+{parts[1]}@{alpha:g}")
+    args.soup = soups
+
+
 def load_models(args, tmp: str) -> dict:
-    """name -> a pipeline to continue clips with, in the order given."""
+    """name -> (a pipeline to continue clips with, the transformer weights to load first or
+    None), in the order: default, default-fast (unless --only), --transformer, --soup."""
     from safetensors.torch import load_file
 
     from videogen.pipelines.pipeline import load_default_fast, load_pipeline
 
-    folders = {}
-    for spec in args.transformer:
-        if "=" in spec:
-            name, folder = spec.split("=", 1)
-        elif "@" in spec:
-            name, rev = spec.split("@", 1)
-            folder = transformer_at(rev, tmp)
-        else:
-            raise SystemExit(f"--transformer {spec!r}: give NAME=DIR or NAME@REV")
-        folders[name] = folder
     base = load_pipeline()
     weights = {"default": {k: v.clone() for k, v in base.transformer.state_dict().items()}}
-    models = {"default": None, "default-fast": "fast"} if not args.only else {}
-    for name, folder in folders.items():
-        weights[name] = load_file(os.path.join(folder, "diffusion_pytorch_model.safetensors"))
-        models[name] = None
-    for spec in args.soup:
-        a, b, alpha = spec.split(",")
-        alpha = float(alpha)
-        name = f"{a}+{b}@{alpha:g}"
-        weights[name] = {k: (1 - alpha) * weights[a][k] + alpha * weights[b][k] for k in weights[a]}
-        models[name] = None
-    return {name: (load_default_fast(), None) if kind == "fast" else (base, weights[name])
-            for name, kind in models.items()}
+    for name, folder, rev in args.transformer:
+        folder = folder or transformer_at(rev, tmp)
+        weights[name] = load_file(os.path.join(folder, WEIGHTS))
+    for a, b, alpha in args.soup:
+        weights[f"{a}+{b}@{alpha:g}"] = {k: (1 - alpha) * weights[a][k] + alpha * weights[b][k] for k in weights[a]}
+    models = {} if args.only else {"default": (base, weights["default"]), "default-fast": (load_default_fast(), None)}
+    models.update((name, (base, w)) for name, w in weights.items() if name != "default")
+    return models
 
 
 def main() -> None:
@@ -154,6 +176,8 @@ def main() -> None:
     parser.add_argument("--name", default="position_bias")
     parser.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results"))
     args = parser.parse_args()
+    given_specs = {"transformers": list(args.transformer), "soups": list(args.soup)}
+    parse_specs(parser, args)
 
     import torch
 
@@ -172,7 +196,7 @@ def main() -> None:
               f"y {results[name]['y']['last']:+.3f} +- {results[name]['y']['last_sem']:.3f} px "
               f"(mean of new frames {args.new - LAST + 1}-{args.new}; {seconds[name]:.0f} s)", flush=True)
     report = {"given_frames": args.given, "new_frames": args.new, "clip_seed": args.seed, "clips": len(jobs),
-              "models": {spec: spec for spec in args.transformer}, "soups": args.soup, "seconds": seconds,
+              **given_specs, "seconds": seconds,
               "results": results,
               "note": "signed off-axis shift of the stream from the true clip (+ right / down), pixels; "
                       f"'last' is the mean over new frames {args.new - LAST + 1}-{args.new}, 'last_sem' its standard error"}
